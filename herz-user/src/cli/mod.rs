@@ -1,0 +1,4 @@
+//! One module per `herz` verb.
+
+pub mod run;
+pub mod stats;

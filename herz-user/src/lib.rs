@@ -1,0 +1,10 @@
+//! Herz: a market-data distributor for Linux that defends itself in the kernel.
+//!
+//! This crate holds the daemon (`herz run`), the kernel shield loader, and the `herz` command-line verbs.
+//! The wire protocols and the distribution engine live in `herz-core`, free of sockets.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod shield;
+pub mod status;

@@ -1,0 +1,67 @@
+//! The `herz` command.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use herz_user::{cli, config::{Config, LogFormat}, logging};
+
+/// Herz: a market-data distributor that defends itself in the kernel.
+#[derive(Debug, Parser)]
+#[command(name = "herz", version, about)]
+struct Args {
+    /// TOML configuration file (defaults serve a first local run).
+    #[arg(long, short = 'c', global = true, env = "HERZ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format (overrides log.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `debug` or `info,herz_user::shield=debug` (overrides log.level).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Run the daemon: shield, distributor, control plane.
+    Run,
+    /// Print the shield's kernel counters and top sources.
+    Stats {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many sources to list.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Pin directory (defaults to shield.pin_path of the configuration).
+        #[arg(long)]
+        pin_path: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = real_main(args) {
+        eprintln!("herz: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(f) = args.log_format {
+        config.log.format = f;
+    }
+    if let Some(l) = args.log_level {
+        config.log.level = l;
+    }
+    logging::init(config.log.format, &config.log.level);
+    match args.verb {
+        Verb::Run => cli::run::run(config),
+        Verb::Stats { json, top, pin_path } => {
+            let pin_path = pin_path.unwrap_or_else(|| config.shield.pin_path.clone());
+            cli::stats::stats(&pin_path, &config.state.dir, json, top)
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The kernel shield: loading Herz's eBPF programs, attaching them, pinning their maps, and reading them.
+//!
+//! Attach order on start: load → fill the port map → attach XDP (driver mode, falling back to generic) and
+//! tc ingress/egress on every configured interface → pin maps. Links are owned by this process (bpf_link
+//! fds), so the kernel detaches them when the daemon exits, even when it is killed; only the pinned maps
+//! outlive it, and the next start removes those before pinning fresh ones.
+
+mod bpffs;
+pub mod pinned;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::HashMap as BpfHashMap,
+    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode},
+};
+use herz_common::{IPPROTO_TCP, IPPROTO_UDP, PortKey, PortRole};
+
+use crate::config::{Config, XdpAttachMode};
+pub use bpffs::PinDirLock;
+
+/// Default pin directory.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/herz";
+
+/// The eBPF object built by `cargo xtask build`, or empty when this binary was built without it.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herz.bpf.o"));
+
+/// Names of the programs in the object.
+pub mod programs {
+    /// XDP ingress program.
+    pub const XDP: &str = "herz_xdp";
+    /// tc ingress program.
+    pub const TC_INGRESS: &str = "herz_tc_ingress";
+    /// tc egress program.
+    pub const TC_EGRESS: &str = "herz_tc_egress";
+}
+
+/// Why the shield could not start (or could not be read).
+#[derive(Debug, thiserror::Error)]
+pub enum ShieldError {
+    /// The binary has no eBPF object embedded.
+    #[error("this herz binary was built without its eBPF object (build it with `cargo xtask build`)")]
+    NoObject,
+    /// Not permitted to use BPF.
+    #[error("loading eBPF programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): {0}")]
+    NotPermitted(String),
+    /// The object failed to load.
+    #[error("loading the eBPF object failed: {0}")]
+    Load(String),
+    /// A program was rejected by the verifier or failed to load.
+    #[error("loading program {program} failed: {source}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// Cause.
+        source: ProgramError,
+    },
+    /// A configured interface does not exist.
+    #[error("shield.interfaces: no network interface named `{0}`")]
+    NoSuchInterface(String),
+    /// Attaching failed.
+    #[error("attaching {program} to interface `{interface}` failed: {reason}")]
+    Attach {
+        /// Program name.
+        program: &'static str,
+        /// Interface.
+        interface: String,
+        /// Cause.
+        reason: String,
+    },
+    /// A map is missing from the object or could not be used.
+    #[error("map {map}: {reason}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// Cause.
+        reason: String,
+    },
+    /// The pin path's parent is not a BPF filesystem.
+    #[error("shield.pin_path: {0} is not on a BPF filesystem (mount -t bpf bpf {0})")]
+    NotBpffs(PathBuf),
+    /// bpffs or pin directory operations failed.
+    #[error("BPF filesystem at {path}: {source}")]
+    Bpffs {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Another daemon holds the pin directory.
+    #[error("another herz daemon is running with shield.pin_path = {0}")]
+    PinPathInUse(PathBuf),
+}
+
+impl ShieldError {
+    fn from_io_like(msg: String) -> Self {
+        if msg.contains("Operation not permitted") || msg.contains("EPERM") || msg.contains("Permission denied") {
+            ShieldError::NotPermitted(msg)
+        } else {
+            ShieldError::Load(msg)
+        }
+    }
+}
+
+/// How the XDP program ended up attached on one interface.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attachment {
+    /// Interface name.
+    pub interface: String,
+    /// `driver` or `generic`.
+    pub xdp_mode: &'static str,
+}
+
+/// A running shield: programs attached, maps pinned. Dropping it detaches and unpins.
+pub struct Shield {
+    ebpf: Option<Ebpf>,
+    lock: PinDirLock,
+    pin_path: PathBuf,
+    attachments: Vec<Attachment>,
+}
+
+impl std::fmt::Debug for Shield {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shield").field("pin_path", &self.pin_path).field("attachments", &self.attachments).finish()
+    }
+}
+
+/// Names of every map that gets pinned.
+pub fn pinned_map_names() -> &'static [&'static str] {
+    herz_common::maps::ALL
+}
+
+impl Shield {
+    /// Loads, attaches and pins, per `config`. On error nothing stays attached or pinned.
+    pub fn start(config: &Config) -> Result<Self, ShieldError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(ShieldError::NoObject);
+        }
+        // Check interfaces before touching anything.
+        for name in &config.shield.interfaces {
+            if nix_ifindex(name).is_none() {
+                return Err(ShieldError::NoSuchInterface(name.clone()));
+            }
+        }
+        let pin_path = config.shield.pin_path.clone();
+        // Loading first tells a missing privilege apart from everything else, before bpffs is touched.
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_io_like(format!("{e:#}")))?;
+        bpffs::ensure_mounted(&pin_path)?;
+        let lock = PinDirLock::acquire(&pin_path)?;
+        let stale = lock.clear_stale_pins()?;
+        if stale > 0 {
+            tracing::warn!(pins = stale, path = %pin_path.display(), "removed pins left by a previous daemon");
+        }
+        // From here on, a failure must leave nothing behind: `shield` cleans up on drop.
+        let mut shield = Shield { ebpf: None, lock, pin_path, attachments: Vec::new() };
+        write_ports(&mut ebpf, config)?;
+        shield.attachments = attach_all(&mut ebpf, config)?;
+        shield.ebpf = Some(ebpf);
+        shield.pin_maps()?;
+        Ok(shield)
+    }
+
+    fn pin_maps(&mut self) -> Result<(), ShieldError> {
+        let ebpf = self.ebpf.as_ref().expect("loaded");
+        for &name in pinned_map_names() {
+            let map = ebpf.map(name).ok_or(ShieldError::Map { map: name, reason: "missing from the object".into() })?;
+            map.pin(self.pin_path.join(name))
+                .map_err(|e| ShieldError::Map { map: name, reason: format!("pinning failed: {e}") })?;
+        }
+        Ok(())
+    }
+
+    /// Where the maps are pinned.
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+
+    /// Where and how the programs are attached.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+}
+
+impl Drop for Shield {
+    fn drop(&mut self) {
+        // Detach first (dropping the Ebpf closes the link fds), then unpin.
+        drop(self.ebpf.take());
+        self.lock.remove_all();
+        tracing::info!(path = %self.pin_path.display(), "shield detached and unpinned");
+    }
+}
+
+fn nix_ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+fn write_ports(ebpf: &mut Ebpf, config: &Config) -> Result<(), ShieldError> {
+    let name = herz_common::maps::PORTS;
+    let map = ebpf.map_mut(name).ok_or(ShieldError::Map { map: name, reason: "missing from the object".into() })?;
+    let mut ports: BpfHashMap<_, PortKey, u32> =
+        BpfHashMap::try_from(map).map_err(|e| ShieldError::Map { map: name, reason: e.to_string() })?;
+    let sub = config.subscribers.listen.port();
+    for port in config.shield_tcp_ports() {
+        let role = if port == sub { PortRole::SUBSCRIBER } else { PortRole::PUBLISHER };
+        ports
+            .insert(PortKey::new(IPPROTO_TCP, port), role, 0)
+            .map_err(|e| ShieldError::Map { map: name, reason: e.to_string() })?;
+    }
+    for port in config.shield_udp_ports() {
+        ports
+            .insert(PortKey::new(IPPROTO_UDP, port), PortRole::FEED, 0)
+            .map_err(|e| ShieldError::Map { map: name, reason: e.to_string() })?;
+    }
+    Ok(())
+}
+
+fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, ShieldError> {
+    let program_err = |program: &'static str, source: ProgramError| {
+        let msg = format!("{source:#}");
+        if msg.contains("Operation not permitted") {
+            ShieldError::NotPermitted(msg)
+        } else {
+            ShieldError::Program { program, source }
+        }
+    };
+    let mut attachments = Vec::new();
+    {
+        let xdp: &mut Xdp = ebpf
+            .program_mut(programs::XDP)
+            .ok_or(ShieldError::Load(format!("program {} missing from the object", programs::XDP)))?
+            .try_into()
+            .map_err(|e| program_err(programs::XDP, e))?;
+        xdp.load().map_err(|e| program_err(programs::XDP, e))?;
+        for iface in &config.shield.interfaces {
+            let attach = |xdp: &mut Xdp, mode| xdp.attach(iface, mode).map(|_| ());
+            let mode = match config.shield.xdp_mode {
+                XdpAttachMode::Driver => attach(xdp, XdpMode::Driver).map(|_| "driver"),
+                XdpAttachMode::Generic => attach(xdp, XdpMode::Skb).map(|_| "generic"),
+                XdpAttachMode::Auto => match attach(xdp, XdpMode::Driver) {
+                    Ok(()) => Ok("driver"),
+                    Err(e) => {
+                        tracing::warn!(interface = %iface, error = %e, "XDP driver mode unavailable, using generic mode");
+                        attach(xdp, XdpMode::Skb).map(|_| "generic")
+                    }
+                },
+            }
+            .map_err(|e| ShieldError::Attach {
+                program: programs::XDP,
+                interface: iface.clone(),
+                reason: format!("{e:#}"),
+            })?;
+            attachments.push(Attachment { interface: iface.clone(), xdp_mode: mode });
+        }
+    }
+    for (program, attach_type) in
+        [(programs::TC_INGRESS, TcAttachType::Ingress), (programs::TC_EGRESS, TcAttachType::Egress)]
+    {
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(program)
+            .ok_or(ShieldError::Load(format!("program {program} missing from the object")))?
+            .try_into()
+            .map_err(|e| program_err(program, e))?;
+        tc.load().map_err(|e| program_err(program, e))?;
+        for iface in &config.shield.interfaces {
+            // Kernels >= 6.6 attach through tcx links (no qdisc needed); older ones need clsact.
+            if aya::util::KernelVersion::current().map_or(true, |v| v < aya::util::KernelVersion::new(6, 6, 0)) {
+                let _ = aya::programs::tc::qdisc_add_clsact(iface);
+            }
+            tc.attach(iface, attach_type).map_err(|e| ShieldError::Attach {
+                program,
+                interface: iface.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        }
+    }
+    Ok(attachments)
+}
+
+/// Loads the embedded object without attaching anything, for BPF_PROG_TEST_RUN tests.
+pub fn load_for_test() -> Result<Ebpf, ShieldError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(ShieldError::NoObject);
+    }
+    EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_io_like(format!("{e:#}")))
+}
