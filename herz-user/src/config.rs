@@ -195,8 +195,11 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            // toml's message carries a line/column excerpt; its first line is the reason.
-            let message = inner.message().trim().to_string();
+            let mut message = inner.message().trim().replace('\n', "; ");
+            if let Some(span) = inner.span() {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                message = format!("{message} (line {line})");
+            }
             ConfigError::Parse {
                 origin: origin.into(),
                 key: if key == "." { "(top level)".into() } else { key },

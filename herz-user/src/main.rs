@@ -54,6 +54,8 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         config.log.format = f;
     }
     if let Some(l) = args.log_level {
+        tracing_subscriber::EnvFilter::try_new(&l)
+            .map_err(|e| anyhow::anyhow!("--log-level `{l}`: not a valid level or filter: {e}"))?;
         config.log.level = l;
     }
     logging::init(config.log.format, &config.log.level);

@@ -768,6 +768,54 @@ mod tests {
         assert_eq!(b.finish(), bytes);
     }
 
+    /// The example in docs/PROTOCOL.md section 3, built from the tick and MoldUDP64 codecs.
+    #[test]
+    fn docs_example_packet() {
+        use crate::protocol::tick::{Aggressor, Quote, Symbol, Trade};
+        let ts = 1_764_115_200_000_000_000;
+        let quote = Quote {
+            symbol: Symbol::new("AAPL").unwrap(),
+            timestamp_ns: ts,
+            bid_price: 18_912_000_000,
+            bid_size: 100,
+            ask_price: 18_913_000_000,
+            ask_size: 200,
+        };
+        let trade = Trade {
+            symbol: Symbol::new("BRK.B").unwrap(),
+            timestamp_ns: ts,
+            price: 47_125_500_000_000,
+            size: 25,
+            trade_id: 9001,
+            aggressor: Aggressor::Buy,
+        };
+        let mut b = PacketBuilder::new(DEFAULT_MAX_PACKET_LEN);
+        b.start(Session::new("HZ20261126").unwrap(), 41);
+        assert_eq!(b.try_push(&quote.to_bytes()), Ok(true));
+        assert_eq!(b.try_push(&trade.to_bytes()), Ok(true));
+        // The rows of the hexdump in docs/PROTOCOL.md, verbatim.
+        let docs = [
+            "48 5a 32 30 32 36 31 31 32 36 00 00 00 00 00 00",
+            "00 29 00 02 00 29 51 41 41 50 4c 20 20 20 20 18",
+            "7b 65 6d 7e de 00 00 00 00 00 04 67 3e 38 00 00",
+            "00 00 64 00 00 00 04 67 4d 7a 40 00 00 00 c8 00",
+            "26 54 42 52 4b 2e 42 20 20 20 18 7b 65 6d 7e de",
+            "00 00 00 00 2a dc 42 af f7 00 00 00 00 19 00 00",
+            "00 00 00 00 23 29 42",
+        ];
+        let hex: Vec<String> = b.finish().iter().map(|b| format!("{b:02x}")).collect();
+        let rows: Vec<String> = hex.chunks(16).map(|row| row.join(" ")).collect();
+        assert_eq!(rows, docs);
+        let mut request = Vec::new();
+        RequestPacket {
+            session: Session::new("HZ20261126").unwrap(),
+            sequence: 41,
+            count: 2,
+        }
+        .encode(&mut request);
+        assert_eq!(request, b"HZ20261126\0\0\0\0\0\0\0\x29\0\x02");
+    }
+
     #[test]
     fn heartbeat_and_end_of_session_exact_bytes() {
         let mut out = Vec::new();

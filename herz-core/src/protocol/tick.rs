@@ -17,13 +17,13 @@
 //! | `Q`  |     25 |   4 | bid_size       | u32                                        |
 //! | `Q`  |     29 |   8 | ask_price      | i64, 1e-8 units                            |
 //! | `Q`  |     37 |   4 | ask_size       | u32                                        |
-//! | `Q`  |        |  41 | **total** ([`QUOTE_LEN`])                                   ||
+//! | `Q`  |        |  41 | total length   | [`QUOTE_LEN`]                              |
 //! | `T`  |      9 |   8 | timestamp_ns   | u64                                        |
 //! | `T`  |     17 |   8 | price          | i64, 1e-8 units                            |
 //! | `T`  |     25 |   4 | size           | u32                                        |
 //! | `T`  |     29 |   8 | trade_id       | u64                                        |
 //! | `T`  |     37 |   1 | aggressor      | ASCII: `B` buyer, `S` seller, ` ` unknown  |
-//! | `T`  |        |  38 | **total** ([`TRADE_LEN`])                                   ||
+//! | `T`  |        |  38 | total length   | [`TRADE_LEN`]                              |
 //!
 //! Decoding is strict: a message of a known type must have exactly its documented length and a
 //! well-formed symbol.

@@ -49,12 +49,12 @@ pub enum ShieldError {
     #[error("loading the eBPF object failed: {0}")]
     Load(String),
     /// A program was rejected by the verifier or failed to load.
-    #[error("loading program {program} failed: {source}")]
+    #[error("loading program {program} failed: {reason}")]
     Program {
         /// Program name.
         program: &'static str,
-        /// Cause.
-        source: ProgramError,
+        /// Cause, one line.
+        reason: String,
     },
     /// A configured interface does not exist.
     #[error("shield.interfaces: no network interface named `{0}`")]
@@ -94,13 +94,51 @@ pub enum ShieldError {
 }
 
 impl ShieldError {
-    fn from_io_like(msg: String) -> Self {
-        if msg.contains("Operation not permitted") || msg.contains("EPERM") || msg.contains("Permission denied") {
+    /// Classifies a load failure: a missing privilege is reported as such, with the whole cause chain.
+    fn from_load(e: &(dyn std::error::Error + 'static)) -> Self {
+        let msg = error_chain(e);
+        if is_permission_error(e) {
+            let msg = if msg.contains("not permitted") { msg } else { format!("{msg}: operation not permitted") };
             ShieldError::NotPermitted(msg)
         } else {
             ShieldError::Load(msg)
         }
     }
+}
+
+/// `error: cause: cause...` on one line. Verifier logs are cut to their last lines (the full log is
+/// logged at debug level), so that the error stays one readable line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.lines().count() > 4 {
+            tracing::debug!(log = %text, "full eBPF error");
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+            parts.push(format!("{} ... {tail}", lines[0]));
+        } else if !parts.last().is_some_and(|last: &String| last.ends_with(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    // Some aya errors keep the errno in a field that is not exposed as a source.
+    let debug = format!("{e:?}");
+    debug.contains("PermissionDenied") || debug.contains("Operation not permitted")
 }
 
 /// How the XDP program ended up attached on one interface.
@@ -145,7 +183,7 @@ impl Shield {
         }
         let pin_path = config.shield.pin_path.clone();
         // Loading first tells a missing privilege apart from everything else, before bpffs is touched.
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_io_like(format!("{e:#}")))?;
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_load(&e))?;
         bpffs::ensure_mounted(&pin_path)?;
         let lock = PinDirLock::acquire(&pin_path)?;
         let stale = lock.clear_stale_pins()?;
@@ -220,11 +258,10 @@ fn write_ports(ebpf: &mut Ebpf, config: &Config) -> Result<(), ShieldError> {
 
 fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, ShieldError> {
     let program_err = |program: &'static str, source: ProgramError| {
-        let msg = format!("{source:#}");
-        if msg.contains("Operation not permitted") {
-            ShieldError::NotPermitted(msg)
+        if is_permission_error(&source) {
+            ShieldError::NotPermitted(error_chain(&source))
         } else {
-            ShieldError::Program { program, source }
+            ShieldError::Program { program, reason: error_chain(&source) }
         }
     };
     let mut attachments = Vec::new();
@@ -243,7 +280,7 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
                 XdpAttachMode::Auto => match attach(xdp, XdpMode::Driver) {
                     Ok(()) => Ok("driver"),
                     Err(e) => {
-                        tracing::warn!(interface = %iface, error = %e, "XDP driver mode unavailable, using generic mode");
+                        tracing::warn!(interface = %iface, error = %error_chain(&e), "XDP driver mode unavailable, using generic mode");
                         attach(xdp, XdpMode::Skb).map(|_| "generic")
                     }
                 },
@@ -251,7 +288,7 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
             .map_err(|e| ShieldError::Attach {
                 program: programs::XDP,
                 interface: iface.clone(),
-                reason: format!("{e:#}"),
+                reason: error_chain(&e),
             })?;
             attachments.push(Attachment { interface: iface.clone(), xdp_mode: mode });
         }
@@ -273,7 +310,7 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
             tc.attach(iface, attach_type).map_err(|e| ShieldError::Attach {
                 program,
                 interface: iface.clone(),
-                reason: format!("{e:#}"),
+                reason: error_chain(&e),
             })?;
         }
     }
@@ -285,5 +322,5 @@ pub fn load_for_test() -> Result<Ebpf, ShieldError> {
     if EBPF_OBJECT.is_empty() {
         return Err(ShieldError::NoObject);
     }
-    EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_io_like(format!("{e:#}")))
+    EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_load(&e))
 }

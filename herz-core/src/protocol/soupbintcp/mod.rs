@@ -39,7 +39,10 @@ use super::wire::{array, decimal_right_justified, left_justified, parse_digits, 
 
 pub mod herz;
 
-pub use herz::{Filter, FilterEntries, HerzControl, MAX_FILTER_ENTRIES, SkipReason};
+pub use herz::{
+    Filter, FilterEntries, HERZ_TAG, HerzControl, MAX_FILTER_ENTRIES, SkipReason,
+    encode_error_packet, encode_filter_packets, encode_skip_packet,
+};
 
 /// Length of the packet length field.
 pub const LENGTH_FIELD_LEN: usize = 2;

@@ -1,0 +1,243 @@
+//! `herz run` with its shield on a real veth pair: counts seen by `herz stats --json`, bpftool's view,
+//! leftovers of a killed daemon, and starts that must fail cleanly.
+
+use std::{
+    net::{SocketAddr, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use herz_tests::{Daemon, herz, netns::VethNs, privileged, source_row, unique_id};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    pin_path: PathBuf,
+}
+
+const SUB_PORT: u16 = 7100;
+const PUB_PORT: u16 = 7101;
+const FEED_PORT: u16 = 7102;
+
+/// A config attaching the shield to `interfaces`, pinning under a unique path.
+fn setup(interfaces: &[&str], listen: std::net::Ipv4Addr) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pin_path = PathBuf::from(format!("/sys/fs/bpf/herz-test-{}", unique_id()));
+    let config = dir.path().join("herz.toml");
+    let ifaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[shield]
+interfaces = [{}]
+pin_path = "{}"
+extra_udp_ports = [{FEED_PORT}]
+
+[subscribers]
+listen = "{listen}:{SUB_PORT}"
+
+[publishers]
+listen = "{listen}:{PUB_PORT}"
+
+[state]
+dir = "{}"
+"#,
+            ifaces.join(", "),
+            pin_path.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    Setup { _dir: dir, config, pin_path }
+}
+
+/// Waits until the daemon says its shield is active (maps are pinned before that line is logged).
+fn wait_loaded(d: &mut Daemon, pin_path: &Path) {
+    let log = d.log.clone();
+    d.wait_for("the shield to become active", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("shield active")
+    });
+    assert!(herz_user::shield::pinned::is_pinned(pin_path));
+}
+
+#[test]
+fn stats_report_exact_syn_and_udp_counts_from_a_namespace() {
+    if !privileged("stats_report_exact_syn_and_udp_counts_from_a_namespace") {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let s = setup(&[&net.host_if], net.host_addr);
+    let mut d = Daemon::start(&s.config);
+    wait_loaded(&mut d, &s.pin_path);
+
+    // bpftool sees Herz's programs while the daemon runs.
+    let progs = std::process::Command::new("bpftool").args(["prog", "show"]).output().unwrap();
+    let progs = String::from_utf8_lossy(&progs.stdout);
+    for name in ["herz_xdp", "herz_tc_ingress", "herz_tc_egress"] {
+        assert!(progs.contains(name), "bpftool prog show lacks {name}:\n{progs}");
+    }
+    let xdp_id = xdp_prog_id(&net.host_if).expect("bpftool net show lists an XDP program on the host veth");
+    let prog = std::process::Command::new("bpftool").args(["prog", "show", "id", &xdp_id.to_string()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&prog.stdout).contains("herz_xdp"));
+
+    const SYNS: usize = 25;
+    const DATAGRAMS: usize = 40;
+    let host = net.host_addr;
+    net.run_in(move || {
+        for _ in 0..SYNS {
+            // Nothing listens on the subscriber port yet or it accepts: either way one SYN per attempt.
+            let _ = TcpStream::connect_timeout(&SocketAddr::from((host, SUB_PORT)), Duration::from_secs(2));
+        }
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..DATAGRAMS {
+            sock.send_to(&[i as u8; 64], SocketAddr::from((host, FEED_PORT))).unwrap();
+        }
+    });
+
+    let stats = d.stats();
+    assert_eq!(stats["shield"], "loaded", "{stats}");
+    let row = source_row(&stats, &net.ns_addr.to_string()).unwrap_or_else(|| panic!("no row for the namespace: {stats}"));
+    assert_eq!(row["tcp_syn"], SYNS as u64, "{row}");
+    assert_eq!(row["udp"], DATAGRAMS as u64, "{row}");
+    assert!(row["packets"].as_u64().unwrap() >= (SYNS + DATAGRAMS) as u64, "{row}");
+    assert_eq!(stats["global"]["herz_tcp_syn"], SYNS as u64);
+    assert_eq!(stats["global"]["herz_udp"], DATAGRAMS as u64);
+    assert_eq!(stats["global"]["handshake_syn_in"], SYNS as u64);
+
+    // A clean stop detaches and unpins.
+    let status = d.stop_with(libc::SIGTERM);
+    assert!(status.success(), "exit {status}; log:\n{}", d.log());
+    assert!(!s.pin_path.exists(), "pins left after a clean stop");
+    assert_eq!(xdp_prog_id(&net.host_if), None, "XDP still attached after stop");
+}
+
+/// The id of the XDP program attached to `dev`, from `bpftool net show -j`.
+fn xdp_prog_id(dev: &str) -> Option<u64> {
+    let out = std::process::Command::new("bpftool").args(["net", "show", "-j", "dev", dev]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v[0]["xdp"].as_array()?.first()?["id"].as_u64()
+}
+
+#[test]
+fn a_killed_daemons_pins_do_not_break_the_next_start() {
+    if !privileged("a_killed_daemons_pins_do_not_break_the_next_start") {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let s = setup(&[&net.host_if], net.host_addr);
+    let mut first = Daemon::start(&s.config);
+    wait_loaded(&mut first, &s.pin_path);
+    let host = net.host_addr;
+    net.run_in(move || {
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..7 {
+            sock.send_to(b"x", SocketAddr::from((host, FEED_PORT))).unwrap();
+        }
+    });
+    assert_eq!(first.stats()["global"]["herz_udp"], 7);
+    first.stop_with(libc::SIGKILL);
+    assert!(herz_user::shield::pinned::is_pinned(&s.pin_path), "a killed daemon leaves its pins");
+    // With no daemon, stats still reads the leftover maps.
+    assert_eq!(first.stats()["global"]["herz_udp"], 7);
+
+    let mut second = Daemon::start(&s.config);
+    wait_loaded(&mut second, &s.pin_path);
+    assert!(second.log().contains("removed pins left by a previous daemon"), "{}", second.log());
+    // Fresh maps: the old count is gone, new traffic counts from zero.
+    net.run_in(move || {
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..3 {
+            sock.send_to(b"y", SocketAddr::from((host, FEED_PORT))).unwrap();
+        }
+    });
+    assert_eq!(second.stats()["global"]["herz_udp"], 3);
+    assert!(second.stop_with(libc::SIGTERM).success());
+    assert!(!s.pin_path.exists());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pin_path_is_refused() {
+    if !privileged("a_second_daemon_on_the_same_pin_path_is_refused") {
+        return;
+    }
+    let s = setup(&["lo"], std::net::Ipv4Addr::LOCALHOST);
+    let mut first = Daemon::start(&s.config);
+    wait_loaded(&mut first, &s.pin_path);
+    let out = herz(&["--config", s.config.to_str().unwrap(), "run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.contains("error")).unwrap_or_default();
+    assert!(line.contains("another herz daemon") && line.contains(&s.pin_path.display().to_string()), "{err}");
+    // The first daemon is untouched.
+    assert_eq!(first.stats()["shield"], "loaded");
+    assert!(first.stop_with(libc::SIGTERM).success());
+}
+
+#[test]
+fn a_missing_interface_fails_the_start_and_leaves_nothing_behind() {
+    if !privileged("a_missing_interface_fails_the_start_and_leaves_nothing_behind") {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let s = setup(&[&net.host_if, "hznosuch0"], net.host_addr);
+    let out = herz(&["--config", s.config.to_str().unwrap(), "run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no network interface named `hznosuch0`"), "{err}");
+    assert!(!s.pin_path.exists(), "a failed start left {}", s.pin_path.display());
+    assert_eq!(xdp_prog_id(&net.host_if), None, "a failed start left a program attached");
+}
+
+#[test]
+fn a_non_root_daemon_runs_with_the_shield_disabled_and_says_why() {
+    if !privileged("a_non_root_daemon_runs_with_the_shield_disabled_and_says_why") {
+        return;
+    }
+    let s = setup(&["lo"], std::net::Ipv4Addr::LOCALHOST);
+    let state = s.config.parent().unwrap().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // Let `nobody` read the config and write the state directory.
+    for p in [s.config.parent().unwrap(), &state] {
+        std::process::Command::new("chmod").args(["0777", p.to_str().unwrap()]).status().unwrap();
+    }
+    std::process::Command::new("chmod").args(["0644", s.config.to_str().unwrap()]).status().unwrap();
+    let log = s.config.with_extension("log");
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(herz_tests::herz_bin())
+        .args(["--config", s.config.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = herz_tests::KillOnDrop(Some(child));
+    let child = child.0.as_mut().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("herz running") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("unprivileged herz exited ({status}):\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let disabled: Vec<&str> = text.lines().filter(|l| l.contains("shield disabled")).collect();
+    assert_eq!(disabled.len(), 1, "exactly one loud line:\n{text}");
+    assert!(disabled[0].contains("needs root"), "{}", disabled[0]);
+    assert!(text.contains("herz running"), "{text}");
+    // The state is queryable from another process.
+    let out = herz(&["--config", s.config.to_str().unwrap(), "stats"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("shield disabled") && err.contains("needs root"), "{err}");
+    let out = herz(&["--config", s.config.to_str().unwrap(), "stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["shield"], "not loaded");
+    assert!(!s.pin_path.exists());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
