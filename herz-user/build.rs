@@ -9,9 +9,11 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(herz_ebpf)");
     println!("cargo::rerun-if-env-changed=HERZ_EBPF_OBJECT");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let object = env::var_os("HERZ_EBPF_OBJECT").map(PathBuf::from).unwrap_or_else(|| {
-        manifest.join("../herz-ebpf/target/bpfel-unknown-none/release/herz-ebpf")
-    });
+    let object = env::var_os("HERZ_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            manifest.join("../herz-ebpf/target/bpfel-unknown-none/release/herz-ebpf")
+        });
     println!("cargo::rerun-if-changed={}", object.display());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("herz.bpf.o");
     match fs::read(&object) {

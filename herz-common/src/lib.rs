@@ -43,7 +43,11 @@ pub struct PortKey {
 impl PortKey {
     /// A key for `proto`/`port`.
     pub const fn new(proto: u8, port: u16) -> Self {
-        Self { port, proto, _pad: 0 }
+        Self {
+            port,
+            proto,
+            _pad: 0,
+        }
     }
 }
 
@@ -70,7 +74,9 @@ impl SourceKey {
     /// The IPv4-mapped key for an IPv4 address given in network byte order bytes.
     pub const fn from_ipv4(octets: [u8; 4]) -> Self {
         let [a, b, c, d] = octets;
-        Self { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d] }
+        Self {
+            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d],
+        }
     }
 
     /// The IPv4 octets if this is an IPv4-mapped address.
@@ -190,7 +196,9 @@ mod tests {
     fn ipv4_mapping_round_trips() {
         let k = SourceKey::from_ipv4([198, 18, 0, 2]);
         assert_eq!(k.as_ipv4(), Some([198, 18, 0, 2]));
-        let v6 = SourceKey { addr: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1] };
+        let v6 = SourceKey {
+            addr: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        };
         assert_eq!(v6.as_ipv4(), None);
     }
 

@@ -54,7 +54,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Human, level: "info".into() }
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
     }
 }
 
@@ -114,31 +117,249 @@ impl Default for ShieldConfig {
     }
 }
 
+/// A login (name and password) accepted on a SoupBinTCP port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Username, 1 to 6 characters.
+    pub name: String,
+    /// Password, up to 10 characters.
+    pub password: String,
+    /// Slow-consumer policy for this user's sessions (subscribers only; defaults to the endpoint's).
+    #[serde(default)]
+    pub policy: Option<SlowConsumerPolicy>,
+}
+
+/// What happens to a subscriber that falls too far behind.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumerPolicy {
+    /// Close the session (abortively, so its fd is freed at once). The subscriber reconnects and resumes.
+    Disconnect,
+    /// Skip ahead to recent messages and tell the subscriber how many it missed (`HERZ SKIP n dropped`).
+    DropOldest,
+    /// Send only the latest message per symbol of the backlog (`HERZ SKIP n conflated` for the rest).
+    Conflate,
+}
+
 /// Where Herz accepts subscribers (SoupBinTCP).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubscriberConfig {
     /// TCP listen address.
     pub listen: SocketAddr,
+    /// Accepted logins.
+    pub users: Vec<User>,
+    /// Default slow-consumer policy.
+    pub policy: SlowConsumerPolicy,
+    /// Lag (messages behind the journal head) at which the policy fires.
+    pub max_lag: u64,
+    /// Bytes a subscriber may have queued in Herz before Herz stops filling its buffer (it then waits for
+    /// the socket; the lag grows instead).
+    pub output_buffer: usize,
+    /// Send a heartbeat after this long without sending, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Close a session that sent nothing for this long, milliseconds.
+    pub timeout_ms: u64,
+    /// TCP keepalive idle time, seconds (0 turns keepalive off).
+    pub keepalive_secs: u64,
+    /// TCP_USER_TIMEOUT, milliseconds: unacknowledged data older than this kills the connection.
+    pub user_timeout_ms: u64,
+    /// Most subscriber sessions at once; further connections are refused.
+    pub max_sessions: usize,
 }
 
 impl Default for SubscriberConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7100)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            users: vec![User {
+                name: "demo".into(),
+                password: "demo".into(),
+                policy: None,
+            }],
+            policy: SlowConsumerPolicy::Disconnect,
+            max_lag: 500_000,
+            output_buffer: 256 * 1024,
+            heartbeat_ms: 1000,
+            timeout_ms: 15_000,
+            keepalive_secs: 5,
+            user_timeout_ms: 10_000,
+            max_sessions: 1024,
+        }
     }
 }
 
-/// Where Herz accepts publishers (SoupBinTCP `U` packets).
+/// Where Herz accepts publishers (SoupBinTCP `U` packets, one Herz message each).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublisherConfig {
     /// TCP listen address.
     pub listen: SocketAddr,
+    /// Accepted logins.
+    pub users: Vec<User>,
+    /// Most publisher sessions at once.
+    pub max_sessions: usize,
 }
 
 impl Default for PublisherConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7101)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            users: vec![User {
+                name: "feed".into(),
+                password: "feed".into(),
+                policy: None,
+            }],
+            max_sessions: 64,
+        }
+    }
+}
+
+/// The journal every egress reads from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    /// Most messages retained (replay and re-request reach this far back).
+    pub max_messages: usize,
+    /// Most bytes retained.
+    pub max_bytes: usize,
+    /// Largest message accepted from a publisher or feed.
+    pub max_message_len: usize,
+    /// Session name (10 characters at most); empty means `HZ` + today's date (UTC).
+    pub session: String,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        Self {
+            max_messages: 4 << 20,
+            max_bytes: 256 << 20,
+            max_message_len: 1024,
+            session: String::new(),
+        }
+    }
+}
+
+/// An upstream MoldUDP64 feed, on one line or two redundant lines (A/B).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Line addresses: a multicast group:port to join, or a local unicast address:port to bind. One or two.
+    pub lines: Vec<SocketAddr>,
+    /// Local interface address for multicast joins.
+    #[serde(default = "unspecified_v4")]
+    pub interface: IpAddr,
+    /// Upstream re-request server.
+    #[serde(default)]
+    pub rerequest: Option<SocketAddr>,
+    /// Allowed source addresses of the feed's packets (empty: any). The shield enforces it too.
+    #[serde(default)]
+    pub sources: Vec<IpAddr>,
+    /// Recover from sequence 1 on start instead of joining at the first packet seen.
+    #[serde(default)]
+    pub from_start: bool,
+    /// Wait this long for the other line before re-requesting a gap, microseconds.
+    #[serde(default = "default_rerequest_delay")]
+    pub rerequest_delay_us: u64,
+}
+
+fn unspecified_v4() -> IpAddr {
+    IpAddr::from([0, 0, 0, 0])
+}
+
+fn default_rerequest_delay() -> u64 {
+    2000
+}
+
+/// A multicast egress channel: one MoldUDP64 session on a group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Destination group:port.
+    pub group: SocketAddr,
+    /// Local interface address to send from.
+    #[serde(default = "unspecified_v4")]
+    pub interface: IpAddr,
+    /// Multicast TTL.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// MoldUDP64 session name; defaults to the journal's (then only one unfiltered channel may use it).
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Symbols carried (with `prefixes`; both empty: everything).
+    #[serde(default)]
+    pub symbols: Vec<String>,
+    /// Symbol prefixes carried.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Largest UDP payload.
+    #[serde(default = "default_payload")]
+    pub max_payload: usize,
+    /// Send a partly filled packet after this long, microseconds.
+    #[serde(default = "default_flush")]
+    pub flush_us: u64,
+}
+
+fn default_ttl() -> u32 {
+    1
+}
+fn default_payload() -> usize {
+    1400
+}
+fn default_flush() -> u64 {
+    200
+}
+
+/// The MoldUDP64 re-request server for the channels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RerequestConfig {
+    /// UDP listen address (unicast).
+    pub listen: SocketAddr,
+    /// Messages per second each requester may be sent.
+    pub rate: u64,
+    /// Burst per requester, messages.
+    pub burst: u64,
+    /// Most messages answered per request.
+    pub max_per_request: u16,
+}
+
+impl Default for RerequestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7102)),
+            rate: 200_000,
+            burst: 20_000,
+            max_per_request: 1000,
+        }
+    }
+}
+
+/// The synthetic demo feed that makes a first run show ticks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Generate synthetic ticks inside the daemon. On in the defaults, labelled in the logs; turn it off
+    /// in production.
+    pub enabled: bool,
+    /// Messages per second.
+    pub rate: u64,
+    /// Number of symbols.
+    pub symbols: usize,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rate: 1000,
+            symbols: 50,
+        }
     }
 }
 
@@ -152,7 +373,9 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("/run/herz") }
+        Self {
+            dir: PathBuf::from("/run/herz"),
+        }
     }
 }
 
@@ -168,6 +391,16 @@ pub struct Config {
     pub subscribers: SubscriberConfig,
     /// Publisher endpoint.
     pub publishers: PublisherConfig,
+    /// The journal.
+    pub journal: JournalSection,
+    /// Upstream MoldUDP64 feeds.
+    pub feeds: Vec<FeedConfig>,
+    /// Multicast egress channels.
+    pub channels: Vec<ChannelConfig>,
+    /// Re-request server for the channels.
+    pub rerequest: RerequestConfig,
+    /// Synthetic demo feed.
+    pub demo: DemoConfig,
     /// State files.
     pub state: StateConfig,
 }
@@ -182,8 +415,10 @@ impl Config {
                 Ok(config)
             }
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
                 Self::from_toml(&text, &path.display().to_string())
             }
         }
@@ -202,7 +437,11 @@ impl Config {
             }
             ConfigError::Parse {
                 origin: origin.into(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message,
             }
         })?;
@@ -219,27 +458,39 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid level or filter: {e}")))?;
         if self.shield.enabled && self.shield.interfaces.is_empty() {
-            return Err(invalid("shield.interfaces", "must name at least one interface".into()));
+            return Err(invalid(
+                "shield.interfaces",
+                "must name at least one interface".into(),
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, name) in self.shield.interfaces.iter().enumerate() {
             let key = format!("shield.interfaces[{i}]");
             if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
-                return Err(invalid(&key, format!("`{name}` is not a valid interface name")));
+                return Err(invalid(
+                    &key,
+                    format!("`{name}` is not a valid interface name"),
+                ));
             }
             if !seen.insert(name) {
                 return Err(invalid(&key, format!("interface `{name}` is listed twice")));
             }
         }
         if !self.shield.pin_path.is_absolute() {
-            return Err(invalid("shield.pin_path", "must be an absolute path under a bpffs mount".into()));
+            return Err(invalid(
+                "shield.pin_path",
+                "must be an absolute path under a bpffs mount".into(),
+            ));
         }
         for (key, addr) in [
             ("subscribers.listen", self.subscribers.listen),
             ("publishers.listen", self.publishers.listen),
         ] {
             if addr.port() == 0 {
-                return Err(invalid(key, format!("{addr}: port 0 is not allowed, name a fixed port")));
+                return Err(invalid(
+                    key,
+                    format!("{addr}: port 0 is not allowed, name a fixed port"),
+                ));
             }
             if let IpAddr::V4(v4) = addr.ip() {
                 if v4.is_multicast() || v4.is_broadcast() {
@@ -253,12 +504,149 @@ impl Config {
                 format!("{} is already subscribers.listen", self.publishers.listen),
             ));
         }
+        for (section, users) in [
+            ("subscribers", &self.subscribers.users),
+            ("publishers", &self.publishers.users),
+        ] {
+            for (i, u) in users.iter().enumerate() {
+                if u.name.is_empty()
+                    || u.name.len() > 6
+                    || !u.name.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(invalid(
+                        &format!("{section}.users[{i}].name"),
+                        format!("`{}`: 1 to 6 printable characters", u.name),
+                    ));
+                }
+                if u.password.len() > 10 || !u.password.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(invalid(
+                        &format!("{section}.users[{i}].password"),
+                        "at most 10 printable characters".into(),
+                    ));
+                }
+            }
+        }
+        let s = &self.subscribers;
+        if s.max_lag == 0 {
+            return Err(invalid("subscribers.max_lag", "must be positive".into()));
+        }
+        if s.output_buffer < 4096 {
+            return Err(invalid(
+                "subscribers.output_buffer",
+                format!("{} bytes is too small (at least 4096)", s.output_buffer),
+            ));
+        }
+        if s.heartbeat_ms == 0 || s.timeout_ms <= s.heartbeat_ms {
+            return Err(invalid(
+                "subscribers.timeout_ms",
+                "must be larger than subscribers.heartbeat_ms (> 0)".into(),
+            ));
+        }
+        let j = &self.journal;
+        if j.max_message_len < 9 || j.max_message_len > 65_000 {
+            return Err(invalid(
+                "journal.max_message_len",
+                format!("{}: must be between 9 and 65000", j.max_message_len),
+            ));
+        }
+        if j.max_messages == 0 {
+            return Err(invalid("journal.max_messages", "must be positive".into()));
+        }
+        if j.max_bytes < 2 * j.max_message_len {
+            return Err(invalid(
+                "journal.max_bytes",
+                "must be at least twice journal.max_message_len".into(),
+            ));
+        }
+        if j.session.len() > 10 || !j.session.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "journal.session",
+                format!("`{}`: at most 10 printable characters", j.session),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, f) in self.feeds.iter().enumerate() {
+            if f.lines.is_empty() || f.lines.len() > 2 {
+                return Err(invalid(
+                    &format!("feeds[{i}].lines"),
+                    "one line, or two (A and B)".into(),
+                ));
+            }
+            if !names.insert(format!("feed:{}", f.name)) {
+                return Err(invalid(
+                    &format!("feeds[{i}].name"),
+                    format!("`{}` is used twice", f.name),
+                ));
+            }
+            for (k, l) in f.lines.iter().enumerate() {
+                if l.port() == 0 {
+                    return Err(invalid(
+                        &format!("feeds[{i}].lines[{k}]"),
+                        "port 0 is not allowed".into(),
+                    ));
+                }
+            }
+        }
+        let mut sessions = BTreeSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            if !c.group.ip().is_multicast() {
+                return Err(invalid(
+                    &format!("channels[{i}].group"),
+                    format!("{} is not a multicast group", c.group),
+                ));
+            }
+            if !names.insert(format!("channel:{}", c.name)) {
+                return Err(invalid(
+                    &format!("channels[{i}].name"),
+                    format!("`{}` is used twice", c.name),
+                ));
+            }
+            if c.max_payload < 64 || c.max_payload > 8972 {
+                return Err(invalid(
+                    &format!("channels[{i}].max_payload"),
+                    "between 64 and 8972 bytes".into(),
+                ));
+            }
+            if c.max_payload < 20 + 2 + j.max_message_len {
+                return Err(invalid(
+                    &format!("channels[{i}].max_payload"),
+                    "must hold one journal.max_message_len message".into(),
+                ));
+            }
+            let session = c.session.clone().unwrap_or_default();
+            if session.len() > 10 || !session.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    &format!("channels[{i}].session"),
+                    "at most 10 printable characters".into(),
+                ));
+            }
+            if !sessions.insert(session.clone()) {
+                return Err(invalid(
+                    &format!("channels[{i}].session"),
+                    "two channels share a session name; give each its own".into(),
+                ));
+            }
+            for (k, sym) in c.symbols.iter().chain(c.prefixes.iter()).enumerate() {
+                if sym.is_empty()
+                    || sym.len() > 8
+                    || !sym.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+                {
+                    return Err(invalid(
+                        &format!("channels[{i}].symbols/prefixes[{k}]"),
+                        format!("`{sym}` is not a symbol"),
+                    ));
+                }
+            }
+        }
         for (key, ports) in [
             ("shield.extra_tcp_ports", &self.shield.extra_tcp_ports),
             ("shield.extra_udp_ports", &self.shield.extra_udp_ports),
         ] {
             if let Some(i) = ports.iter().position(|p| *p == 0) {
-                return Err(invalid(&format!("{key}[{i}]"), "port 0 is not a port".into()));
+                return Err(invalid(
+                    &format!("{key}[{i}]"),
+                    "port 0 is not a port".into(),
+                ));
             }
         }
         Ok(())
@@ -272,10 +660,43 @@ impl Config {
         ports
     }
 
-    /// The UDP ports the shield polices.
+    /// The UDP ports the shield polices: feed lines, the re-request server, and the configured extras.
     pub fn shield_udp_ports(&self) -> BTreeSet<u16> {
-        self.shield.extra_udp_ports.iter().copied().collect()
+        let mut ports: BTreeSet<u16> = self.shield.extra_udp_ports.iter().copied().collect();
+        for f in &self.feeds {
+            ports.extend(f.lines.iter().map(|l| l.port()));
+        }
+        if !self.channels.is_empty() {
+            ports.insert(self.rerequest.listen.port());
+        }
+        ports
     }
+
+    /// The journal session name: configured, or `HZ` + today's UTC date.
+    pub fn session_name(&self) -> String {
+        if !self.journal.session.is_empty() {
+            return self.journal.session.clone();
+        }
+        let days = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() / 86_400)
+            .unwrap_or(0) as i64;
+        let (y, m, d) = civil_from_days(days);
+        format!("HZ{y:04}{m:02}{d:02}")
+    }
+}
+
+/// Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
@@ -283,7 +704,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::from_toml(text, "test.toml").unwrap_err().to_string()
+        Config::from_toml(text, "test.toml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -291,6 +714,30 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert_eq!(c.shield.interfaces, vec!["lo".to_string()]);
         assert!(c.shield_tcp_ports().contains(&7100));
+    }
+
+    #[test]
+    fn session_name_defaults_to_the_date() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_418), (2025, 11, 26));
+        let name = Config::default().session_name();
+        assert_eq!(name.len(), 10);
+        assert!(name.starts_with("HZ"));
+    }
+
+    #[test]
+    fn channels_and_feeds_are_validated() {
+        let e = err("[[channels]]\nname = \"all\"\ngroup = \"198.18.0.1:6000\"\n");
+        assert!(
+            e.contains("channels[0].group") && e.contains("not a multicast"),
+            "{e}"
+        );
+        let e = err("[[feeds]]\nname = \"f\"\nlines = []\n");
+        assert!(e.contains("feeds[0].lines"), "{e}");
+        let e = err("[subscribers]\npolicy = \"sometimes\"\n");
+        assert!(e.contains("subscribers.policy"), "{e}");
+        let e = err("[[subscribers.users]]\nname = \"toolongname\"\npassword = \"x\"\n");
+        assert!(e.contains("subscribers.users[0].name"), "{e}");
     }
 
     #[test]
@@ -313,13 +760,19 @@ mod tests {
         let e = err("[subscribers]\nlisten = \"300.1.1.1:7100\"\n");
         assert!(e.contains("subscribers.listen"), "{e}");
         let e = err("[publishers]\nlisten = \"127.0.0.1:0\"\n");
-        assert!(e.contains("publishers.listen") && e.contains("port 0"), "{e}");
+        assert!(
+            e.contains("publishers.listen") && e.contains("port 0"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_values_are_named() {
         let e = err("[shield]\ninterfaces = [\"lo\", \"lo\"]\n");
-        assert!(e.contains("shield.interfaces[1]") && e.contains("twice"), "{e}");
+        assert!(
+            e.contains("shield.interfaces[1]") && e.contains("twice"),
+            "{e}"
+        );
         let e = err("[shield]\npin_path = \"relative\"\n");
         assert!(e.contains("shield.pin_path"), "{e}");
         let e = err("[shield]\nxdp_mode = \"turbo\"\n");

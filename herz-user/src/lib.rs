@@ -6,5 +6,6 @@
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod net;
 pub mod shield;
 pub mod status;

@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use herz_user::{cli, config::{Config, LogFormat}, logging};
+use herz_user::{
+    cli,
+    config::{Config, LogFormat},
+    logging,
+};
 
 /// Herz: a market-data distributor that defends itself in the kernel.
 #[derive(Debug, Parser)]
@@ -61,7 +65,11 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     logging::init(config.log.format, &config.log.level);
     match args.verb {
         Verb::Run => cli::run::run(config),
-        Verb::Stats { json, top, pin_path } => {
+        Verb::Stats {
+            json,
+            top,
+            pin_path,
+        } => {
             let pin_path = pin_path.unwrap_or_else(|| config.shield.pin_path.clone());
             cli::stats::stats(&pin_path, &config.state.dir, json, top)
         }

@@ -45,7 +45,10 @@ pub fn path(state_dir: &Path) -> PathBuf {
 pub fn write(state_dir: &Path, status: &Status) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let tmp = state_dir.join(format!(".status.json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(status).expect("status serialises"))?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(status).expect("status serialises"),
+    )?;
     std::fs::rename(&tmp, path(state_dir))
 }
 

@@ -32,32 +32,48 @@ impl Programs {
             let mut ports: HashMap<_, PortKey, u32> =
                 HashMap::try_from(ebpf.map_mut(herz_common::maps::PORTS).unwrap()).unwrap();
             for p in tcp_ports {
-                ports.insert(PortKey::new(IPPROTO_TCP, *p), PortRole::SUBSCRIBER, 0).unwrap();
+                ports
+                    .insert(PortKey::new(IPPROTO_TCP, *p), PortRole::SUBSCRIBER, 0)
+                    .unwrap();
             }
             for p in udp_ports {
-                ports.insert(PortKey::new(IPPROTO_UDP, *p), PortRole::FEED, 0).unwrap();
+                ports
+                    .insert(PortKey::new(IPPROTO_UDP, *p), PortRole::FEED, 0)
+                    .unwrap();
             }
         }
         let xdp: &mut Xdp = ebpf.program_mut(programs::XDP).unwrap().try_into().unwrap();
         xdp.load().expect("XDP program passes the verifier");
         for name in [programs::TC_INGRESS, programs::TC_EGRESS] {
             let tc: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            tc.load().unwrap_or_else(|e| panic!("{name} passes the verifier: {e:#}"));
+            tc.load()
+                .unwrap_or_else(|e| panic!("{name} passes the verifier: {e:#}"));
         }
         Programs { ebpf }
     }
 
     /// Runs the XDP program on `frame`; returns its verdict.
     pub fn xdp(&self, frame: &[u8]) -> u32 {
-        let xdp: &Xdp = self.ebpf.program(programs::XDP).unwrap().try_into().unwrap();
-        let opts = TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() };
+        let xdp: &Xdp = self
+            .ebpf
+            .program(programs::XDP)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        };
         xdp.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
     }
 
     /// Runs a tc program (`programs::TC_INGRESS` or `TC_EGRESS`) on `frame`; returns its verdict.
     pub fn tc(&self, program: &str, frame: &[u8]) -> u32 {
         let tc: &SchedClassifier = self.ebpf.program(program).unwrap().try_into().unwrap();
-        let opts = TestRunOptions { data_in: Some(frame), ..TestRunOptions::new() };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        };
         tc.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
     }
 

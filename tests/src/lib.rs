@@ -21,7 +21,9 @@ pub fn privileged(test: &str) -> bool {
         return true;
     }
     if std::env::var("HERZ_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("{test}: needs root (BPF, network namespaces) and HERZ_REQUIRE_PRIVILEGED=1 forbids skipping");
+        panic!(
+            "{test}: needs root (BPF, network namespaces) and HERZ_REQUIRE_PRIVILEGED=1 forbids skipping"
+        );
     }
     eprintln!("skipped {test}: not privileged (run as root, or via `cargo xtask test`)");
     false
@@ -41,9 +43,9 @@ pub fn require(test: &str, what: &str, ok: bool) -> bool {
 
 /// The `herz` binary under test (`HERZ_BIN`, set by `cargo xtask test`, or the debug build).
 pub fn herz_bin() -> PathBuf {
-    std::env::var_os("HERZ_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/herz")
-    })
+    std::env::var_os("HERZ_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/herz"))
 }
 
 /// A short id unique within this test process, for interface, namespace and pin names.
@@ -54,7 +56,10 @@ pub fn unique_id() -> u32 {
 
 /// Runs `herz ARGS` to completion.
 pub fn herz(args: &[&str]) -> Output {
-    Command::new(herz_bin()).args(args).output().expect("running herz")
+    Command::new(herz_bin())
+        .args(args)
+        .output()
+        .expect("running herz")
 }
 
 /// A `herz run` child process, killed when dropped.
@@ -78,7 +83,11 @@ impl Daemon {
             .stderr(log_file)
             .spawn()
             .expect("starting herz run");
-        Daemon { child: Some(child), config: config.into(), log }
+        Daemon {
+            child: Some(child),
+            config: config.into(),
+            log,
+        }
     }
 
     /// The daemon's log so far.
@@ -93,8 +102,15 @@ impl Daemon {
             if cond() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("herz exited ({status}) while waiting for {what}; log:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "herz exited ({status}) while waiting for {what}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -113,7 +129,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("herz did not exit within 10 s of signal {signal}; log:\n{}", self.log());
+                panic!(
+                    "herz did not exit within 10 s of signal {signal}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -121,8 +140,19 @@ impl Daemon {
 
     /// The `herz stats --json` output for this daemon's config.
     pub fn stats(&self) -> serde_json::Value {
-        let out = herz(&["--config", self.config.to_str().unwrap(), "stats", "--json", "--top", "1000"]);
-        assert!(out.status.success(), "herz stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = herz(&[
+            "--config",
+            self.config.to_str().unwrap(),
+            "stats",
+            "--json",
+            "--top",
+            "1000",
+        ]);
+        assert!(
+            out.status.success(),
+            "herz stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("stats json")
     }
 }
@@ -147,7 +177,10 @@ impl Drop for Daemon {
 
 /// The stats row of one source in `herz stats --json` output.
 pub fn source_row<'a>(stats: &'a serde_json::Value, source: &str) -> Option<&'a serde_json::Value> {
-    stats["sources"].as_array()?.iter().find(|r| r["source"] == source)
+    stats["sources"]
+        .as_array()?
+        .iter()
+        .find(|r| r["source"] == source)
 }
 
 /// A child process killed (SIGKILL) when dropped, so a panicking test leaves nothing running.

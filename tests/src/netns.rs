@@ -5,7 +5,12 @@ use std::{fs::File, os::fd::AsRawFd, process::Command};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A namespace joined to the host by a veth pair: host side `hzh<id>` with `198.18.<id%250>.1/30`... the
@@ -36,12 +41,34 @@ impl VethNs {
         // Leftovers of an earlier, killed run with the same id.
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         let _ = Command::new("ip").args(["link", "del", &host_if]).output();
-        let v = VethNs { ns, host_if, ns_if, host_addr, ns_addr };
+        let v = VethNs {
+            ns,
+            host_if,
+            ns_if,
+            host_addr,
+            ns_addr,
+        };
         ip(&["netns", "add", &v.ns]);
-        ip(&["link", "add", &v.host_if, "type", "veth", "peer", "name", &v.ns_if, "netns", &v.ns]);
-        ip(&["addr", "add", &format!("{}/30", v.host_addr), "dev", &v.host_if]);
+        ip(&[
+            "link", "add", &v.host_if, "type", "veth", "peer", "name", &v.ns_if, "netns", &v.ns,
+        ]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", v.host_addr),
+            "dev",
+            &v.host_if,
+        ]);
         ip(&["link", "set", &v.host_if, "up"]);
-        ip(&["-n", &v.ns, "addr", "add", &format!("{}/30", v.ns_addr), "dev", &v.ns_if]);
+        ip(&[
+            "-n",
+            &v.ns,
+            "addr",
+            "add",
+            &format!("{}/30", v.ns_addr),
+            "dev",
+            &v.ns_if,
+        ]);
         ip(&["-n", &v.ns, "link", "set", &v.ns_if, "up"]);
         ip(&["-n", &v.ns, "link", "set", "lo", "up"]);
         v
@@ -63,7 +90,11 @@ impl VethNs {
 
     /// Runs a command inside the namespace.
     pub fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", &self.ns]).args(args).output().expect("ip netns exec")
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
     }
 }
 
@@ -71,6 +102,8 @@ impl Drop for VethNs {
     fn drop(&mut self) {
         // Deleting the namespace deletes its veth end, and with it the host end.
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
     }
 }

@@ -9,7 +9,10 @@ fn run_with_config(text: &str, verb: &[&str]) -> (i32, String) {
     let mut args = vec!["--config", path.to_str().unwrap()];
     args.extend_from_slice(verb);
     let out = herz(&args);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line(stderr: &str, needles: &[&str]) {
@@ -46,7 +49,10 @@ fn unparsable_toml_is_reported() {
 fn missing_config_file_is_named() {
     let out = herz(&["--config", "/nonexistent/herz.toml", "run"]);
     assert_eq!(out.status.code(), Some(1));
-    assert_one_line(&String::from_utf8_lossy(&out.stderr), &["/nonexistent/herz.toml"]);
+    assert_one_line(
+        &String::from_utf8_lossy(&out.stderr),
+        &["/nonexistent/herz.toml"],
+    );
 }
 
 #[test]
@@ -54,7 +60,11 @@ fn stats_without_a_shield_says_so_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let pin = dir.path().join("nothing-pinned");
     let state = dir.path().join("state");
-    let cfg = format!("[shield]\npin_path = \"{}\"\n[state]\ndir = \"{}\"\n", pin.display(), state.display());
+    let cfg = format!(
+        "[shield]\npin_path = \"{}\"\n[state]\ndir = \"{}\"\n",
+        pin.display(),
+        state.display()
+    );
     let (code, err) = run_with_config(&cfg, &["stats"]);
     assert_eq!(code, 1);
     assert_one_line(&err, &["no shield loaded", "no herz daemon is running"]);

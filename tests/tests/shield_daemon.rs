@@ -49,15 +49,25 @@ dir = "{}"
         ),
     )
     .unwrap();
-    Setup { _dir: dir, config, pin_path }
+    Setup {
+        _dir: dir,
+        config,
+        pin_path,
+    }
 }
 
 /// Waits until the daemon says its shield is active (maps are pinned before that line is logged).
 fn wait_loaded(d: &mut Daemon, pin_path: &Path) {
     let log = d.log.clone();
-    d.wait_for("the shield to become active", Duration::from_secs(20), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("shield active")
-    });
+    d.wait_for(
+        "the shield to become active",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("shield active")
+        },
+    );
     assert!(herz_user::shield::pinned::is_pinned(pin_path));
 }
 
@@ -72,13 +82,23 @@ fn stats_report_exact_syn_and_udp_counts_from_a_namespace() {
     wait_loaded(&mut d, &s.pin_path);
 
     // bpftool sees Herz's programs while the daemon runs.
-    let progs = std::process::Command::new("bpftool").args(["prog", "show"]).output().unwrap();
+    let progs = std::process::Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .unwrap();
     let progs = String::from_utf8_lossy(&progs.stdout);
     for name in ["herz_xdp", "herz_tc_ingress", "herz_tc_egress"] {
-        assert!(progs.contains(name), "bpftool prog show lacks {name}:\n{progs}");
+        assert!(
+            progs.contains(name),
+            "bpftool prog show lacks {name}:\n{progs}"
+        );
     }
-    let xdp_id = xdp_prog_id(&net.host_if).expect("bpftool net show lists an XDP program on the host veth");
-    let prog = std::process::Command::new("bpftool").args(["prog", "show", "id", &xdp_id.to_string()]).output().unwrap();
+    let xdp_id =
+        xdp_prog_id(&net.host_if).expect("bpftool net show lists an XDP program on the host veth");
+    let prog = std::process::Command::new("bpftool")
+        .args(["prog", "show", "id", &xdp_id.to_string()])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&prog.stdout).contains("herz_xdp"));
 
     const SYNS: usize = 25;
@@ -87,20 +107,28 @@ fn stats_report_exact_syn_and_udp_counts_from_a_namespace() {
     net.run_in(move || {
         for _ in 0..SYNS {
             // Nothing listens on the subscriber port yet or it accepts: either way one SYN per attempt.
-            let _ = TcpStream::connect_timeout(&SocketAddr::from((host, SUB_PORT)), Duration::from_secs(2));
+            let _ = TcpStream::connect_timeout(
+                &SocketAddr::from((host, SUB_PORT)),
+                Duration::from_secs(2),
+            );
         }
         let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
         for i in 0..DATAGRAMS {
-            sock.send_to(&[i as u8; 64], SocketAddr::from((host, FEED_PORT))).unwrap();
+            sock.send_to(&[i as u8; 64], SocketAddr::from((host, FEED_PORT)))
+                .unwrap();
         }
     });
 
     let stats = d.stats();
     assert_eq!(stats["shield"], "loaded", "{stats}");
-    let row = source_row(&stats, &net.ns_addr.to_string()).unwrap_or_else(|| panic!("no row for the namespace: {stats}"));
+    let row = source_row(&stats, &net.ns_addr.to_string())
+        .unwrap_or_else(|| panic!("no row for the namespace: {stats}"));
     assert_eq!(row["tcp_syn"], SYNS as u64, "{row}");
     assert_eq!(row["udp"], DATAGRAMS as u64, "{row}");
-    assert!(row["packets"].as_u64().unwrap() >= (SYNS + DATAGRAMS) as u64, "{row}");
+    assert!(
+        row["packets"].as_u64().unwrap() >= (SYNS + DATAGRAMS) as u64,
+        "{row}"
+    );
     assert_eq!(stats["global"]["herz_tcp_syn"], SYNS as u64);
     assert_eq!(stats["global"]["herz_udp"], DATAGRAMS as u64);
     assert_eq!(stats["global"]["handshake_syn_in"], SYNS as u64);
@@ -109,12 +137,19 @@ fn stats_report_exact_syn_and_udp_counts_from_a_namespace() {
     let status = d.stop_with(libc::SIGTERM);
     assert!(status.success(), "exit {status}; log:\n{}", d.log());
     assert!(!s.pin_path.exists(), "pins left after a clean stop");
-    assert_eq!(xdp_prog_id(&net.host_if), None, "XDP still attached after stop");
+    assert_eq!(
+        xdp_prog_id(&net.host_if),
+        None,
+        "XDP still attached after stop"
+    );
 }
 
 /// The id of the XDP program attached to `dev`, from `bpftool net show -j`.
 fn xdp_prog_id(dev: &str) -> Option<u64> {
-    let out = std::process::Command::new("bpftool").args(["net", "show", "-j", "dev", dev]).output().unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["net", "show", "-j", "dev", dev])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v[0]["xdp"].as_array()?.first()?["id"].as_u64()
 }
@@ -132,23 +167,34 @@ fn a_killed_daemons_pins_do_not_break_the_next_start() {
     net.run_in(move || {
         let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
         for _ in 0..7 {
-            sock.send_to(b"x", SocketAddr::from((host, FEED_PORT))).unwrap();
+            sock.send_to(b"x", SocketAddr::from((host, FEED_PORT)))
+                .unwrap();
         }
     });
     assert_eq!(first.stats()["global"]["herz_udp"], 7);
     first.stop_with(libc::SIGKILL);
-    assert!(herz_user::shield::pinned::is_pinned(&s.pin_path), "a killed daemon leaves its pins");
+    assert!(
+        herz_user::shield::pinned::is_pinned(&s.pin_path),
+        "a killed daemon leaves its pins"
+    );
     // With no daemon, stats still reads the leftover maps.
     assert_eq!(first.stats()["global"]["herz_udp"], 7);
 
     let mut second = Daemon::start(&s.config);
     wait_loaded(&mut second, &s.pin_path);
-    assert!(second.log().contains("removed pins left by a previous daemon"), "{}", second.log());
+    assert!(
+        second
+            .log()
+            .contains("removed pins left by a previous daemon"),
+        "{}",
+        second.log()
+    );
     // Fresh maps: the old count is gone, new traffic counts from zero.
     net.run_in(move || {
         let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
         for _ in 0..3 {
-            sock.send_to(b"y", SocketAddr::from((host, FEED_PORT))).unwrap();
+            sock.send_to(b"y", SocketAddr::from((host, FEED_PORT)))
+                .unwrap();
         }
     });
     assert_eq!(second.stats()["global"]["herz_udp"], 3);
@@ -167,8 +213,14 @@ fn a_second_daemon_on_the_same_pin_path_is_refused() {
     let out = herz(&["--config", s.config.to_str().unwrap(), "run"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| l.contains("error")).unwrap_or_default();
-    assert!(line.contains("another herz daemon") && line.contains(&s.pin_path.display().to_string()), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("another herz daemon") && line.contains(&s.pin_path.display().to_string()),
+        "{err}"
+    );
     // The first daemon is untouched.
     assert_eq!(first.stats()["shield"], "loaded");
     assert!(first.stop_with(libc::SIGTERM).success());
@@ -184,9 +236,20 @@ fn a_missing_interface_fails_the_start_and_leaves_nothing_behind() {
     let out = herz(&["--config", s.config.to_str().unwrap(), "run"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no network interface named `hznosuch0`"), "{err}");
-    assert!(!s.pin_path.exists(), "a failed start left {}", s.pin_path.display());
-    assert_eq!(xdp_prog_id(&net.host_if), None, "a failed start left a program attached");
+    assert!(
+        err.contains("no network interface named `hznosuch0`"),
+        "{err}"
+    );
+    assert!(
+        !s.pin_path.exists(),
+        "a failed start left {}",
+        s.pin_path.display()
+    );
+    assert_eq!(
+        xdp_prog_id(&net.host_if),
+        None,
+        "a failed start left a program attached"
+    );
 }
 
 #[test]
@@ -199,12 +262,23 @@ fn a_non_root_daemon_runs_with_the_shield_disabled_and_says_why() {
     std::fs::create_dir_all(&state).unwrap();
     // Let `nobody` read the config and write the state directory.
     for p in [s.config.parent().unwrap(), &state] {
-        std::process::Command::new("chmod").args(["0777", p.to_str().unwrap()]).status().unwrap();
+        std::process::Command::new("chmod")
+            .args(["0777", p.to_str().unwrap()])
+            .status()
+            .unwrap();
     }
-    std::process::Command::new("chmod").args(["0644", s.config.to_str().unwrap()]).status().unwrap();
+    std::process::Command::new("chmod")
+        .args(["0644", s.config.to_str().unwrap()])
+        .status()
+        .unwrap();
     let log = s.config.with_extension("log");
     let child = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(herz_tests::herz_bin())
         .args(["--config", s.config.to_str().unwrap(), "run"])
         .stdout(std::process::Stdio::null())
@@ -224,7 +298,10 @@ fn a_non_root_daemon_runs_with_the_shield_disabled_and_says_why() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let disabled: Vec<&str> = text.lines().filter(|l| l.contains("shield disabled")).collect();
+    let disabled: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("shield disabled"))
+        .collect();
     assert_eq!(disabled.len(), 1, "exactly one loud line:\n{text}");
     assert!(disabled[0].contains("needs root"), "{}", disabled[0]);
     assert!(text.contains("herz running"), "{text}");
@@ -232,7 +309,10 @@ fn a_non_root_daemon_runs_with_the_shield_disabled_and_says_why() {
     let out = herz(&["--config", s.config.to_str().unwrap(), "stats"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("shield disabled") && err.contains("needs root"), "{err}");
+    assert!(
+        err.contains("shield disabled") && err.contains("needs root"),
+        "{err}"
+    );
     let out = herz(&["--config", s.config.to_str().unwrap(), "stats", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["shield"], "not loaded");

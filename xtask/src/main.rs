@@ -60,7 +60,10 @@ fn main() {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Runs a command, failing with its name when it fails.
@@ -79,7 +82,11 @@ fn ebpf_object() -> PathBuf {
 
 fn build_ebpf() -> anyhow::Result<PathBuf> {
     eprintln!("xtask: building the eBPF object (nightly, bpfel-unknown-none)");
-    let path = format!("{}:{}", setup::LLVM_BIN, std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        setup::LLVM_BIN,
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root().join("herz-ebpf"))
         .args(["build", "--release"])
@@ -97,14 +104,22 @@ fn build_ebpf() -> anyhow::Result<PathBuf> {
 /// Builds everything; returns the path of the `herz` binary.
 fn build(release: bool) -> anyhow::Result<PathBuf> {
     let object = build_ebpf()?;
-    eprintln!("xtask: building herz ({})", if release { "release" } else { "debug" });
+    eprintln!(
+        "xtask: building herz ({})",
+        if release { "release" } else { "debug" }
+    );
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(root()).args(["build", "--package", "herz-user", "--bins"]).env("HERZ_EBPF_OBJECT", &object);
+    cmd.current_dir(root())
+        .args(["build", "--package", "herz-user", "--bins"])
+        .env("HERZ_EBPF_OBJECT", &object);
     if release {
         cmd.arg("--release");
     }
     run_cmd(&mut cmd)?;
-    Ok(root().join("target").join(if release { "release" } else { "debug" }).join("herz"))
+    Ok(root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("herz"))
 }
 
 fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
@@ -127,7 +142,15 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     eprintln!("xtask: unit tests, BPF_PROG_TEST_RUN tests");
     let mut unit = Command::new("cargo");
     unit.current_dir(root())
-        .args(["test", "--workspace", "--exclude", "herz-tests", "--exclude", "xtask", "--"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "herz-tests",
+            "--exclude",
+            "xtask",
+            "--",
+        ])
         .args(args)
         .env("HERZ_EBPF_OBJECT", &object);
     run_cmd(&mut unit)?;

@@ -23,7 +23,11 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn missing_packages() -> Vec<&'static str> {
@@ -41,7 +45,11 @@ fn has_rust_src() -> bool {
     Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        })
         .unwrap_or(false)
 }
 
@@ -49,7 +57,9 @@ fn has_bpf_linker() -> bool {
     Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("bpf-linker {BPF_LINKER_VERSION}")))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).contains(&format!("bpf-linker {BPF_LINKER_VERSION}"))
+        })
         .unwrap_or(false)
 }
 
@@ -80,12 +90,21 @@ pub fn run() -> anyhow::Result<()> {
         eprintln!("xtask setup: Debian packages present");
     } else {
         if !is_root() {
-            bail!("installing Debian packages {} needs root: run `sudo cargo xtask setup`", missing.join(" "));
+            bail!(
+                "installing Debian packages {} needs root: run `sudo cargo xtask setup`",
+                missing.join(" ")
+            );
         }
         if !quiet(Command::new("apt-get").arg("--version")) {
-            bail!("apt-get not found: Herz's setup supports Debian 12; install {} by hand", missing.join(" "));
+            bail!(
+                "apt-get not found: Herz's setup supports Debian 12; install {} by hand",
+                missing.join(" ")
+            );
         }
-        eprintln!("xtask setup: apt-get install {} (this takes a minute)", missing.join(" "));
+        eprintln!(
+            "xtask setup: apt-get install {} (this takes a minute)",
+            missing.join(" ")
+        );
         run_cmd(Command::new("apt-get").args(["update", "-q"])).context(
             "apt-get update failed: is the Debian mirror reachable (and bookworm-security enabled for llvm-22)?",
         )?;
@@ -101,19 +120,39 @@ pub fn run() -> anyhow::Result<()> {
         eprintln!("xtask setup: nightly rust-src present");
     } else {
         eprintln!("xtask setup: rustup component add rust-src --toolchain nightly");
-        run_cmd(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
-            .context("installing the nightly toolchain failed")?;
-        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-            .context("adding rust-src to the nightly toolchain failed")?;
+        run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context("installing the nightly toolchain failed")?;
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("adding rust-src to the nightly toolchain failed")?;
     }
     if has_bpf_linker() {
         eprintln!("xtask setup: bpf-linker {BPF_LINKER_VERSION} present");
     } else {
-        eprintln!("xtask setup: cargo install bpf-linker {BPF_LINKER_VERSION} on LLVM 22 (about a minute)");
+        eprintln!(
+            "xtask setup: cargo install bpf-linker {BPF_LINKER_VERSION} on LLVM 22 (about a minute)"
+        );
         let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
         run_cmd(
             Command::new("cargo")
-                .args(["install", "--locked", "bpf-linker", "--version", &format!("~{BPF_LINKER_VERSION}")])
+                .args([
+                    "install",
+                    "--locked",
+                    "bpf-linker",
+                    "--version",
+                    &format!("~{BPF_LINKER_VERSION}"),
+                ])
                 .args(["--no-default-features", "--features", "llvm-22"])
                 .env("LLVM_PREFIX", LLVM_PREFIX)
                 .env("PATH", path)

@@ -1,58 +1,46 @@
 //! `herz run`: the daemon.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
-use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::{
     config::Config,
+    net::Distributor,
     shield::{Shield, ShieldError},
     status::{self, ShieldState, Status},
 };
 
-const SIGNALS: Token = Token(0);
-
-/// Starts the shield (or reports why it is off), then serves until SIGINT or SIGTERM.
+/// Binds the distributor's sockets, starts the shield (or reports why it is off), then serves until
+/// SIGINT or SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    // Sockets first: a port in use fails the start before anything is attached in the kernel.
+    let mut distributor = Distributor::bind(&config)?;
     let (shield, state) = start_shield(&config)?;
-    let status = Status { pid: std::process::id(), version: env!("CARGO_PKG_VERSION").into(), shield: state };
+    let status = Status {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        shield: state,
+    };
     let state_dir = config.state.dir.clone();
     if let Err(e) = status::write(&state_dir, &status) {
         tracing::warn!(dir = %state_dir.display(), error = %e, "cannot write the status file; `herz stats` will not see this daemon's state");
     }
-
-    let mut poll = Poll::new().context("creating the event loop")?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let mut events = Events::with_capacity(256);
     tracing::info!(pid = std::process::id(), "herz running");
-    'serve: loop {
-        match poll.poll(&mut events, Some(Duration::from_millis(500))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("event loop"),
-        }
-        for event in events.iter() {
-            if event.token() == SIGNALS {
-                if let Some(sig) = signals.pending().next() {
-                    tracing::info!(signal = sig, "shutting down");
-                    break 'serve;
-                }
-            }
-        }
-    }
+    let result = distributor.run(&mut signals);
     drop(shield);
     status::remove(&state_dir);
-    Ok(())
+    result
 }
 
 /// Errors that stop the daemon rather than leaving it unprotected: the operator asked for something that
 /// cannot be (a missing interface, a pin path another daemon holds).
 fn is_fatal(e: &ShieldError) -> bool {
-    matches!(e, ShieldError::NoSuchInterface(_) | ShieldError::PinPathInUse(_) | ShieldError::NotBpffs(_))
+    matches!(
+        e,
+        ShieldError::NoSuchInterface(_) | ShieldError::PinPathInUse(_) | ShieldError::NotBpffs(_)
+    )
 }
 
 fn start_shield(config: &Config) -> anyhow::Result<(Option<Shield>, ShieldState)> {
@@ -62,16 +50,27 @@ fn start_shield(config: &Config) -> anyhow::Result<(Option<Shield>, ShieldState)
     }
     match Shield::start(config) {
         Ok(shield) => {
-            let attachments: Vec<String> =
-                shield.attachments().iter().map(|a| format!("{}:{}", a.interface, a.xdp_mode)).collect();
+            let attachments: Vec<String> = shield
+                .attachments()
+                .iter()
+                .map(|a| format!("{}:{}", a.interface, a.xdp_mode))
+                .collect();
             tracing::info!(pin_path = %shield.pin_path().display(), attached = ?attachments, "shield active");
-            let state = ShieldState::Active { pin_path: shield.pin_path().into(), attachments };
+            let state = ShieldState::Active {
+                pin_path: shield.pin_path().into(),
+                attachments,
+            };
             Ok((Some(shield), state))
         }
         Err(e) if is_fatal(&e) || config.shield.required => Err(e.into()),
         Err(e) => {
             tracing::error!("shield disabled: {e}");
-            Ok((None, ShieldState::Disabled { reason: e.to_string() }))
+            Ok((
+                None,
+                ShieldState::Disabled {
+                    reason: e.to_string(),
+                },
+            ))
         }
     }
 }

@@ -16,16 +16,29 @@ pub fn stats(pin_path: &Path, state_dir: &Path, json: bool, top: usize) -> anyho
     if !pinned::is_pinned(pin_path) {
         let why = match &daemon {
             Some(s) => match &s.shield {
-                ShieldState::Disabled { reason } => format!("the daemon (pid {}) runs with the shield disabled: {reason}", s.pid),
-                ShieldState::Off => format!("the daemon (pid {}) runs with shield.enabled = false", s.pid),
+                ShieldState::Disabled { reason } => format!(
+                    "the daemon (pid {}) runs with the shield disabled: {reason}",
+                    s.pid
+                ),
+                ShieldState::Off => format!(
+                    "the daemon (pid {}) runs with shield.enabled = false",
+                    s.pid
+                ),
                 ShieldState::Active { pin_path: p, .. } => {
-                    format!("the daemon (pid {}) pins its maps at {}, not here", s.pid, p.display())
+                    format!(
+                        "the daemon (pid {}) pins its maps at {}, not here",
+                        s.pid,
+                        p.display()
+                    )
                 }
             },
             None => "no herz daemon is running (start one with `herz run`)".into(),
         };
         if json {
-            println!("{}", json!({ "shield": "not loaded", "pin_path": pin_path, "reason": why }));
+            println!(
+                "{}",
+                json!({ "shield": "not loaded", "pin_path": pin_path, "reason": why })
+            );
             return Ok(());
         }
         anyhow::bail!("no shield loaded at {}: {why}", pin_path.display());
@@ -36,8 +49,11 @@ pub fn stats(pin_path: &Path, state_dir: &Path, json: bool, top: usize) -> anyho
     sources.truncate(top);
     let daemon_pid = daemon.as_ref().map(|s| s.pid);
     if json {
-        let globals_obj: serde_json::Map<String, serde_json::Value> =
-            globals.0.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let globals_obj: serde_json::Map<String, serde_json::Value> = globals
+            .0
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         let out = json!({
             "shield": "loaded",
             "pin_path": pin_path,
@@ -51,15 +67,27 @@ pub fn stats(pin_path: &Path, state_dir: &Path, json: bool, top: usize) -> anyho
     }
     let mut out = std::io::stdout().lock();
     match daemon_pid {
-        Some(pid) => writeln!(out, "shield loaded at {} (daemon pid {pid})", pin_path.display())?,
-        None => writeln!(out, "shield maps at {} (no daemon running: counters are from the last run)", pin_path.display())?,
+        Some(pid) => writeln!(
+            out,
+            "shield loaded at {} (daemon pid {pid})",
+            pin_path.display()
+        )?,
+        None => writeln!(
+            out,
+            "shield maps at {} (no daemon running: counters are from the last run)",
+            pin_path.display()
+        )?,
     }
     writeln!(out, "\nglobal counters")?;
     for (label, value) in &globals.0 {
         writeln!(out, "  {label:<22} {value:>14}")?;
     }
     writeln!(out, "\ntop sources ({tracked} tracked)")?;
-    writeln!(out, "  {:<40} {:>12} {:>14} {:>10} {:>10}", "source", "packets", "bytes", "tcp_syn", "udp")?;
+    writeln!(
+        out,
+        "  {:<40} {:>12} {:>14} {:>10} {:>10}",
+        "source", "packets", "bytes", "tcp_syn", "udp"
+    )?;
     for r in &sources {
         writeln!(
             out,

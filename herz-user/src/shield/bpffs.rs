@@ -31,17 +31,34 @@ pub fn ensure_mounted(pin_path: &Path) -> Result<(), ShieldError> {
         Ok(false) => {
             return Err(ShieldError::NotBpffs(parent.into()));
         }
-        Err(e) => return Err(ShieldError::Bpffs { path: parent.into(), source: e }),
+        Err(e) => {
+            return Err(ShieldError::Bpffs {
+                path: parent.into(),
+                source: e,
+            });
+        }
     }
-    std::fs::create_dir_all(parent).map_err(|e| ShieldError::Bpffs { path: parent.into(), source: e })?;
+    std::fs::create_dir_all(parent).map_err(|e| ShieldError::Bpffs {
+        path: parent.into(),
+        source: e,
+    })?;
     let target = std::ffi::CString::new("/sys/fs/bpf").unwrap();
     let fstype = std::ffi::CString::new("bpf").unwrap();
     // SAFETY: plain mount(2) with valid C strings and no data.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        return Err(ShieldError::Bpffs { path: parent.into(), source: io::Error::last_os_error() });
+        return Err(ShieldError::Bpffs {
+            path: parent.into(),
+            source: io::Error::last_os_error(),
+        });
     }
     tracing::info!(path = "/sys/fs/bpf", "mounted the BPF filesystem");
     Ok(())
@@ -61,28 +78,47 @@ impl PinDirLock {
         match std::fs::create_dir(pin_path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(ShieldError::Bpffs { path: pin_path.into(), source: e }),
+            Err(e) => {
+                return Err(ShieldError::Bpffs {
+                    path: pin_path.into(),
+                    source: e,
+                });
+            }
         }
-        let dir = File::open(pin_path).map_err(|e| ShieldError::Bpffs { path: pin_path.into(), source: e })?;
+        let dir = File::open(pin_path).map_err(|e| ShieldError::Bpffs {
+            path: pin_path.into(),
+            source: e,
+        })?;
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 return Err(ShieldError::PinPathInUse(pin_path.into()));
             }
-            return Err(ShieldError::Bpffs { path: pin_path.into(), source: err });
+            return Err(ShieldError::Bpffs {
+                path: pin_path.into(),
+                source: err,
+            });
         }
-        Ok(Self { _dir: dir, path: pin_path.into() })
+        Ok(Self {
+            _dir: dir,
+            path: pin_path.into(),
+        })
     }
 
     /// Removes every pin left in the directory (by a daemon that was killed). Returns how many.
     pub fn clear_stale_pins(&self) -> Result<usize, ShieldError> {
         let mut removed = 0;
-        let entries =
-            std::fs::read_dir(&self.path).map_err(|e| ShieldError::Bpffs { path: self.path.clone(), source: e })?;
+        let entries = std::fs::read_dir(&self.path).map_err(|e| ShieldError::Bpffs {
+            path: self.path.clone(),
+            source: e,
+        })?;
         for entry in entries.flatten() {
             let p = entry.path();
-            std::fs::remove_file(&p).map_err(|e| ShieldError::Bpffs { path: p.clone(), source: e })?;
+            std::fs::remove_file(&p).map_err(|e| ShieldError::Bpffs {
+                path: p.clone(),
+                source: e,
+            })?;
             removed += 1;
         }
         Ok(removed)

@@ -40,7 +40,9 @@ pub mod programs {
 #[derive(Debug, thiserror::Error)]
 pub enum ShieldError {
     /// The binary has no eBPF object embedded.
-    #[error("this herz binary was built without its eBPF object (build it with `cargo xtask build`)")]
+    #[error(
+        "this herz binary was built without its eBPF object (build it with `cargo xtask build`)"
+    )]
     NoObject,
     /// Not permitted to use BPF.
     #[error("loading eBPF programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): {0}")]
@@ -98,7 +100,11 @@ impl ShieldError {
     fn from_load(e: &(dyn std::error::Error + 'static)) -> Self {
         let msg = error_chain(e);
         if is_permission_error(e) {
-            let msg = if msg.contains("not permitted") { msg } else { format!("{msg}: operation not permitted") };
+            let msg = if msg.contains("not permitted") {
+                msg
+            } else {
+                format!("{msg}: operation not permitted")
+            };
             ShieldError::NotPermitted(msg)
         } else {
             ShieldError::Load(msg)
@@ -118,7 +124,10 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
             parts.push(format!("{} ... {tail}", lines[0]));
-        } else if !parts.last().is_some_and(|last: &String| last.ends_with(&text)) {
+        } else if !parts
+            .last()
+            .is_some_and(|last: &String| last.ends_with(&text))
+        {
             parts.push(text);
         }
         cur = err.source();
@@ -160,7 +169,10 @@ pub struct Shield {
 
 impl std::fmt::Debug for Shield {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shield").field("pin_path", &self.pin_path).field("attachments", &self.attachments).finish()
+        f.debug_struct("Shield")
+            .field("pin_path", &self.pin_path)
+            .field("attachments", &self.attachments)
+            .finish()
     }
 }
 
@@ -183,7 +195,9 @@ impl Shield {
         }
         let pin_path = config.shield.pin_path.clone();
         // Loading first tells a missing privilege apart from everything else, before bpffs is touched.
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_load(&e))?;
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .map_err(|e| ShieldError::from_load(&e))?;
         bpffs::ensure_mounted(&pin_path)?;
         let lock = PinDirLock::acquire(&pin_path)?;
         let stale = lock.clear_stale_pins()?;
@@ -191,7 +205,12 @@ impl Shield {
             tracing::warn!(pins = stale, path = %pin_path.display(), "removed pins left by a previous daemon");
         }
         // From here on, a failure must leave nothing behind: `shield` cleans up on drop.
-        let mut shield = Shield { ebpf: None, lock, pin_path, attachments: Vec::new() };
+        let mut shield = Shield {
+            ebpf: None,
+            lock,
+            pin_path,
+            attachments: Vec::new(),
+        };
         write_ports(&mut ebpf, config)?;
         shield.attachments = attach_all(&mut ebpf, config)?;
         shield.ebpf = Some(ebpf);
@@ -202,9 +221,15 @@ impl Shield {
     fn pin_maps(&mut self) -> Result<(), ShieldError> {
         let ebpf = self.ebpf.as_ref().expect("loaded");
         for &name in pinned_map_names() {
-            let map = ebpf.map(name).ok_or(ShieldError::Map { map: name, reason: "missing from the object".into() })?;
+            let map = ebpf.map(name).ok_or(ShieldError::Map {
+                map: name,
+                reason: "missing from the object".into(),
+            })?;
             map.pin(self.pin_path.join(name))
-                .map_err(|e| ShieldError::Map { map: name, reason: format!("pinning failed: {e}") })?;
+                .map_err(|e| ShieldError::Map {
+                    map: name,
+                    reason: format!("pinning failed: {e}"),
+                })?;
         }
         Ok(())
     }
@@ -238,20 +263,36 @@ fn nix_ifindex(name: &str) -> Option<u32> {
 
 fn write_ports(ebpf: &mut Ebpf, config: &Config) -> Result<(), ShieldError> {
     let name = herz_common::maps::PORTS;
-    let map = ebpf.map_mut(name).ok_or(ShieldError::Map { map: name, reason: "missing from the object".into() })?;
+    let map = ebpf.map_mut(name).ok_or(ShieldError::Map {
+        map: name,
+        reason: "missing from the object".into(),
+    })?;
     let mut ports: BpfHashMap<_, PortKey, u32> =
-        BpfHashMap::try_from(map).map_err(|e| ShieldError::Map { map: name, reason: e.to_string() })?;
+        BpfHashMap::try_from(map).map_err(|e| ShieldError::Map {
+            map: name,
+            reason: e.to_string(),
+        })?;
     let sub = config.subscribers.listen.port();
     for port in config.shield_tcp_ports() {
-        let role = if port == sub { PortRole::SUBSCRIBER } else { PortRole::PUBLISHER };
+        let role = if port == sub {
+            PortRole::SUBSCRIBER
+        } else {
+            PortRole::PUBLISHER
+        };
         ports
             .insert(PortKey::new(IPPROTO_TCP, port), role, 0)
-            .map_err(|e| ShieldError::Map { map: name, reason: e.to_string() })?;
+            .map_err(|e| ShieldError::Map {
+                map: name,
+                reason: e.to_string(),
+            })?;
     }
     for port in config.shield_udp_ports() {
         ports
             .insert(PortKey::new(IPPROTO_UDP, port), PortRole::FEED, 0)
-            .map_err(|e| ShieldError::Map { map: name, reason: e.to_string() })?;
+            .map_err(|e| ShieldError::Map {
+                map: name,
+                reason: e.to_string(),
+            })?;
     }
     Ok(())
 }
@@ -261,14 +302,20 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
         if is_permission_error(&source) {
             ShieldError::NotPermitted(error_chain(&source))
         } else {
-            ShieldError::Program { program, reason: error_chain(&source) }
+            ShieldError::Program {
+                program,
+                reason: error_chain(&source),
+            }
         }
     };
     let mut attachments = Vec::new();
     {
         let xdp: &mut Xdp = ebpf
             .program_mut(programs::XDP)
-            .ok_or(ShieldError::Load(format!("program {} missing from the object", programs::XDP)))?
+            .ok_or(ShieldError::Load(format!(
+                "program {} missing from the object",
+                programs::XDP
+            )))?
             .try_into()
             .map_err(|e| program_err(programs::XDP, e))?;
         xdp.load().map_err(|e| program_err(programs::XDP, e))?;
@@ -290,28 +337,37 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
                 interface: iface.clone(),
                 reason: error_chain(&e),
             })?;
-            attachments.push(Attachment { interface: iface.clone(), xdp_mode: mode });
+            attachments.push(Attachment {
+                interface: iface.clone(),
+                xdp_mode: mode,
+            });
         }
     }
-    for (program, attach_type) in
-        [(programs::TC_INGRESS, TcAttachType::Ingress), (programs::TC_EGRESS, TcAttachType::Egress)]
-    {
+    for (program, attach_type) in [
+        (programs::TC_INGRESS, TcAttachType::Ingress),
+        (programs::TC_EGRESS, TcAttachType::Egress),
+    ] {
         let tc: &mut SchedClassifier = ebpf
             .program_mut(program)
-            .ok_or(ShieldError::Load(format!("program {program} missing from the object")))?
+            .ok_or(ShieldError::Load(format!(
+                "program {program} missing from the object"
+            )))?
             .try_into()
             .map_err(|e| program_err(program, e))?;
         tc.load().map_err(|e| program_err(program, e))?;
         for iface in &config.shield.interfaces {
             // Kernels >= 6.6 attach through tcx links (no qdisc needed); older ones need clsact.
-            if aya::util::KernelVersion::current().map_or(true, |v| v < aya::util::KernelVersion::new(6, 6, 0)) {
+            if aya::util::KernelVersion::current()
+                .map_or(true, |v| v < aya::util::KernelVersion::new(6, 6, 0))
+            {
                 let _ = aya::programs::tc::qdisc_add_clsact(iface);
             }
-            tc.attach(iface, attach_type).map_err(|e| ShieldError::Attach {
-                program,
-                interface: iface.clone(),
-                reason: error_chain(&e),
-            })?;
+            tc.attach(iface, attach_type)
+                .map_err(|e| ShieldError::Attach {
+                    program,
+                    interface: iface.clone(),
+                    reason: error_chain(&e),
+                })?;
         }
     }
     Ok(attachments)
@@ -322,5 +378,7 @@ pub fn load_for_test() -> Result<Ebpf, ShieldError> {
     if EBPF_OBJECT.is_empty() {
         return Err(ShieldError::NoObject);
     }
-    EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ShieldError::from_load(&e))
+    EbpfLoader::new()
+        .load(EBPF_OBJECT)
+        .map_err(|e| ShieldError::from_load(&e))
 }

@@ -16,7 +16,10 @@ pub struct Globals(pub Vec<(&'static str, u64)>);
 impl Globals {
     /// The value of one counter.
     pub fn get(&self, c: Counter) -> u64 {
-        self.0.iter().find(|(l, _)| *l == c.label()).map_or(0, |(_, v)| *v)
+        self.0
+            .iter()
+            .find(|(l, _)| *l == c.label())
+            .map_or(0, |(_, v)| *v)
     }
 }
 
@@ -58,10 +61,16 @@ fn open(pin_path: &Path, name: &'static str) -> Result<Map, ShieldError> {
         if msg.contains("Operation not permitted") || msg.contains("Permission denied") {
             ShieldError::NotPermitted(format!("reading {}: {msg}", path.display()))
         } else {
-            ShieldError::Map { map: name, reason: format!("opening {}: {msg}", path.display()) }
+            ShieldError::Map {
+                map: name,
+                reason: format!("opening {}: {msg}", path.display()),
+            }
         }
     })?;
-    Map::from_map_data(data).map_err(|e| ShieldError::Map { map: name, reason: e.to_string() })
+    Map::from_map_data(data).map_err(|e| ShieldError::Map {
+        map: name,
+        reason: e.to_string(),
+    })
 }
 
 /// Whether a shield's maps are pinned at `pin_path`.
@@ -72,13 +81,16 @@ pub fn is_pinned(pin_path: &Path) -> bool {
 /// Reads the global counters.
 pub fn read_globals(pin_path: &Path) -> Result<Globals, ShieldError> {
     let map = open(pin_path, maps::GLOBAL)?;
-    let arr: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(map).map_err(|e| ShieldError::Map { map: maps::GLOBAL, reason: e.to_string() })?;
+    let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(|e| ShieldError::Map {
+        map: maps::GLOBAL,
+        reason: e.to_string(),
+    })?;
     let mut out = Vec::with_capacity(Counter::ALL.len());
     for c in Counter::ALL {
-        let values = arr
-            .get(&(*c as u32), 0)
-            .map_err(|e| ShieldError::Map { map: maps::GLOBAL, reason: e.to_string() })?;
+        let values = arr.get(&(*c as u32), 0).map_err(|e| ShieldError::Map {
+            map: maps::GLOBAL,
+            reason: e.to_string(),
+        })?;
         out.push((c.label(), values.iter().sum()));
     }
     Ok(Globals(out))
@@ -88,10 +100,16 @@ pub fn read_globals(pin_path: &Path) -> Result<Globals, ShieldError> {
 pub fn read_sources(pin_path: &Path) -> Result<Vec<SourceRow>, ShieldError> {
     let map = open(pin_path, maps::SOURCES)?;
     let hash: PerCpuHashMap<_, SourceKey, SourceStats> =
-        PerCpuHashMap::try_from(map).map_err(|e| ShieldError::Map { map: maps::SOURCES, reason: e.to_string() })?;
+        PerCpuHashMap::try_from(map).map_err(|e| ShieldError::Map {
+            map: maps::SOURCES,
+            reason: e.to_string(),
+        })?;
     let mut rows = Vec::new();
     for item in hash.iter() {
-        let (key, values) = item.map_err(|e| ShieldError::Map { map: maps::SOURCES, reason: e.to_string() })?;
+        let (key, values) = item.map_err(|e| ShieldError::Map {
+            map: maps::SOURCES,
+            reason: e.to_string(),
+        })?;
         let mut sum = SourceStats::default();
         for v in values.iter() {
             sum.accumulate(v);

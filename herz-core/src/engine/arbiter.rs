@@ -1,0 +1,701 @@
+//! Ingest of one upstream MoldUDP64 feed received on redundant lines A and B.
+//!
+//! Exchanges and upstream distributors send the same packets on two independent lines so that a
+//! packet lost on one is (almost always) received on the other. [`FeedArbiter`] merges them into
+//! one gapless, in-order stream of messages, and recovers what both lines lost from the upstream
+//! re-request server:
+//!
+//! - The feed has one session and a next expected sequence number. Each message is a
+//!   **duplicate** (below expected: dropped, counted per line), the **next one** (delivered at
+//!   once, followed by any buffered successors), or **early** (kept in a bounded reorder buffer
+//!   until the messages before it arrive). The first copy of a sequence number wins, whichever
+//!   line brings it.
+//! - A **gap** (expected < the highest sequence number known to exist, learnt from data packets,
+//!   heartbeats and end of session) is usually filled by the other line within microseconds, so
+//!   recovery waits [`rerequest_delay_ns`](ArbiterConfig::rerequest_delay_ns) before
+//!   [`poll_timers`](FeedArbiter::poll_timers) returns a re-request for the first missing run
+//!   (at most [`max_request_count`](ArbiterConfig::max_request_count) messages). Replies are
+//!   ordinary packets, passed in with [`Line::Recovery`]. A request that brings nothing is sent
+//!   again after [`rerequest_timeout_ns`](ArbiterConfig::rerequest_timeout_ns), at most
+//!   [`max_retries`](ArbiterConfig::max_retries) times; then the run is declared
+//!   [`Lost`](Event::Lost) and skipped, so the distributor never stalls for good.
+//! - When a reply (or the other line) fills only the start of a hole, the next hole is asked for
+//!   at once if a request was already needed in this gap (the server evidently has to help), or
+//!   after the delay otherwise (the other line may still bring it).
+//!
+//! Everything comes out, in sequence order, through one callback of [`Event`]s: messages are
+//! handed out zero-copy, borrowed from the datagram or from the reorder buffer. The reorder
+//! buffer is allocated once from the configuration: a ring of slots indexed by sequence number
+//! (with an occupancy bitmap) over one byte arena. Nothing allocates per message.
+//!
+//! Time is `now`, nanoseconds on a monotonic clock, passed in; call
+//! [`poll_timers`](FeedArbiter::poll_timers) at [`next_deadline`](FeedArbiter::next_deadline)
+//! (or on every loop iteration).
+
+use crate::protocol::moldudp64::{Packet, RequestPacket, Session};
+
+use super::ConfigError;
+
+/// Where a packet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Line {
+    /// Line A of the feed.
+    A,
+    /// Line B of the feed.
+    B,
+    /// A reply from the upstream re-request server.
+    Recovery,
+}
+
+impl Line {
+    /// Every line, in [`PerLine`] order.
+    pub const ALL: [Line; 3] = [Line::A, Line::B, Line::Recovery];
+}
+
+/// One count per [`Line`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerLine {
+    /// Line A.
+    pub a: u64,
+    /// Line B.
+    pub b: u64,
+    /// Re-request replies.
+    pub recovery: u64,
+}
+
+impl PerLine {
+    /// The count of one line.
+    pub const fn get(&self, line: Line) -> u64 {
+        match line {
+            Line::A => self.a,
+            Line::B => self.b,
+            Line::Recovery => self.recovery,
+        }
+    }
+
+    fn get_mut(&mut self, line: Line) -> &mut u64 {
+        match line {
+            Line::A => &mut self.a,
+            Line::B => &mut self.b,
+            Line::Recovery => &mut self.recovery,
+        }
+    }
+
+    /// The sum over all lines.
+    pub const fn total(&self) -> u64 {
+        self.a + self.b + self.recovery
+    }
+}
+
+/// [`FeedArbiter`] configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArbiterConfig {
+    /// The feed's session; `None` adopts the session of the first packet received.
+    pub session: Option<Session>,
+    /// The first sequence number wanted; `None` starts at the first packet received (a data
+    /// packet's first message, or a heartbeat's next sequence number: "from now on").
+    /// `Some(1)` recovers the whole session from its first message.
+    pub start_sequence: Option<u64>,
+    /// How far ahead of the next expected sequence number messages are buffered: the reorder
+    /// buffer holds sequence numbers `expected + 1 .. expected + reorder_capacity_messages`
+    /// (1 to 2^24). Later ones are dropped (counted) and recovered by re-request later.
+    pub reorder_capacity_messages: usize,
+    /// The most message bytes buffered (1 to 2^30). When full, the highest sequence numbers are
+    /// dropped first: the lowest are needed first. The arena allocated is twice this, so that
+    /// compacting it is rare and amortised O(1) per byte.
+    pub reorder_capacity_bytes: usize,
+    /// How long a gap may wait for the other line before it is re-requested.
+    pub rerequest_delay_ns: u64,
+    /// How long a re-request may go unanswered before it is sent again (at least 1 ns).
+    pub rerequest_timeout_ns: u64,
+    /// Re-sends of an unanswered re-request before the gap is declared lost (0 = ask once).
+    pub max_retries: u32,
+    /// The most messages asked for in one re-request (at least 1). The reply holds what fits
+    /// in one datagram; the rest is asked for next.
+    pub max_request_count: u16,
+}
+
+impl Default for ArbiterConfig {
+    fn default() -> Self {
+        ArbiterConfig {
+            session: None,
+            start_sequence: None,
+            reorder_capacity_messages: 65_536,
+            reorder_capacity_bytes: 8 << 20,
+            rerequest_delay_ns: 5_000_000,
+            rerequest_timeout_ns: 50_000_000,
+            max_retries: 3,
+            max_request_count: 1_000,
+        }
+    }
+}
+
+impl ArbiterConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(start) = self.start_sequence {
+            ConfigError::check_range(
+                "start_sequence",
+                start,
+                1,
+                u64::MAX,
+                "must be at least 1 (MoldUDP64 numbers messages from 1)",
+            )?;
+        }
+        ConfigError::check_range(
+            "reorder_capacity_messages",
+            self.reorder_capacity_messages as u64,
+            1,
+            1 << 24,
+            "must be between 1 and 16777216",
+        )?;
+        ConfigError::check_range(
+            "reorder_capacity_bytes",
+            self.reorder_capacity_bytes as u64,
+            1,
+            1 << 30,
+            "must be between 1 and 1073741824",
+        )?;
+        ConfigError::check_range(
+            "rerequest_timeout_ns",
+            self.rerequest_timeout_ns,
+            1,
+            u64::MAX,
+            "must be at least 1",
+        )?;
+        ConfigError::check_range(
+            "max_request_count",
+            u64::from(self.max_request_count),
+            1,
+            u64::from(u16::MAX),
+            "must be between 1 and 65535",
+        )
+    }
+}
+
+/// What the arbiter reports, in order, through its callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The next message of the feed: `seq` is exactly one more than the previous message's (or
+    /// the end of the previous `Lost` run). `bytes` is borrowed for the call only.
+    Message {
+        /// Its sequence number.
+        seq: u64,
+        /// Its bytes.
+        bytes: &'a [u8],
+    },
+    /// Messages `from .. from + count` could not be recovered and are skipped.
+    Lost {
+        /// First lost sequence number.
+        from: u64,
+        /// How many.
+        count: u64,
+    },
+    /// The feed announced the end of its session (reported once per session); `next` is the
+    /// sequence number after its last message. Messages still missing before `next` keep being
+    /// recovered and delivered.
+    EndOfSession {
+        /// The sequence number after the session's last message.
+        next: u64,
+    },
+    /// Packets of another session arrived and are ignored (reported once per run of a new
+    /// foreign session; counted every time). A real session change is the caller's decision:
+    /// [`FeedArbiter::reset`].
+    ForeignSession {
+        /// The foreign session.
+        session: Session,
+    },
+}
+
+/// Counters, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArbiterCounters {
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Copies dropped because the sequence number was already delivered or buffered, per line.
+    pub duplicates: PerLine,
+    /// Gaps detected (a gap-free stream turning gapped; holes found while recovering one gap
+    /// are not counted again).
+    pub gaps_detected: u64,
+    /// Re-requests returned by [`FeedArbiter::poll_timers`] (retries included).
+    pub rerequests_sent: u64,
+    /// Messages delivered whose first copy came from a re-request reply.
+    pub recovered: u64,
+    /// Messages declared lost.
+    pub lost: u64,
+    /// `Lost` runs declared.
+    pub lost_runs: u64,
+    /// Messages dropped (on arrival or evicted later) because the reorder buffer was full.
+    pub reorder_overflow: u64,
+    /// Packets of a foreign session, ignored.
+    pub foreign_session_packets: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// Position in the arena.
+    offset: usize,
+    len: usize,
+    /// The copy came from a re-request reply.
+    recovered: bool,
+}
+
+/// Messages that arrived early, indexed by sequence number.
+///
+/// A ring of `2^k >= window` slots (sequence `s` lives at `s & mask`; all buffered sequence
+/// numbers lie within one window, so they never collide), an occupancy bitmap to find the next or
+/// previous buffered message 64 slots at a time, and one byte arena. The arena is a bump
+/// allocator: it is rewound whenever the buffer empties (the common case: a short gap filled by
+/// the other line), and compacted in place when it runs out at its end.
+#[derive(Debug, Clone)]
+struct ReorderBuffer {
+    window: u64,
+    mask: u64,
+    slots: Box<[Slot]>,
+    occupied: Box<[u64]>,
+    arena: Vec<u8>,
+    max_bytes: usize,
+    live_bytes: usize,
+    count: usize,
+    /// Compaction scratch: ring indices of live slots (capacity = ring size).
+    scratch: Vec<u32>,
+    /// Compactions so far (tests check the path is exercised).
+    compactions: u64,
+}
+
+impl ReorderBuffer {
+    fn new(window: usize, max_bytes: usize) -> Self {
+        let ring = window.next_power_of_two().max(64);
+        ReorderBuffer {
+            window: window as u64,
+            mask: ring as u64 - 1,
+            slots: vec![Slot::default(); ring].into_boxed_slice(),
+            occupied: vec![0; ring / 64].into_boxed_slice(),
+            arena: Vec::with_capacity(2 * max_bytes),
+            max_bytes,
+            live_bytes: 0,
+            count: 0,
+            scratch: Vec::with_capacity(ring),
+            compactions: 0,
+        }
+    }
+
+    #[inline]
+    fn index(&self, seq: u64) -> usize {
+        (seq & self.mask) as usize
+    }
+
+    #[inline]
+    fn contains(&self, seq: u64) -> bool {
+        let i = self.index(seq);
+        self.occupied[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// The bytes of a buffered message.
+    #[inline]
+    fn get(&self, seq: u64) -> (&[u8], bool) {
+        let s = &self.slots[self.index(seq)];
+        (&self.arena[s.offset..s.offset + s.len], s.recovered)
+    }
+
+    /// Frees a buffered message's slot (its bytes stay until the arena is rewound or compacted).
+    #[inline]
+    fn remove(&mut self, seq: u64) {
+        let i = self.index(seq);
+        self.occupied[i / 64] &= !(1 << (i % 64));
+        self.live_bytes -= self.slots[i].len;
+        self.count -= 1;
+        if self.count == 0 {
+            self.arena.clear();
+        }
+    }
+
+    /// The lowest buffered sequence number in `from..to`. Scans the bitmap a word at a time.
+    fn next_at_or_after(&self, from: u64, to: u64) -> Option<u64> {
+        let mut s = from;
+        while s < to {
+            let i = self.index(s);
+            let word = self.occupied[i / 64] >> (i % 64);
+            if word != 0 {
+                let found = s + u64::from(word.trailing_zeros());
+                return (found < to).then_some(found);
+            }
+            // The rest of this word holds s .. s + (64 - i % 64).
+            s = s.saturating_add(64 - (i % 64) as u64);
+        }
+        None
+    }
+
+    /// The highest buffered sequence number in `from..to`.
+    fn prev_before(&self, to: u64, from: u64) -> Option<u64> {
+        let mut s = to.checked_sub(1)?;
+        while s >= from {
+            let i = self.index(s);
+            let bit = i % 64;
+            // Keep bits 0..=bit of the word, moved to the top.
+            let word = self.occupied[i / 64] << (63 - bit);
+            if word != 0 {
+                let found = s - u64::from(word.leading_zeros());
+                return (found >= from).then_some(found);
+            }
+            s = s.checked_sub(bit as u64 + 1)?;
+        }
+        None
+    }
+
+    /// Buffers `msg` as `seq`, which must lie in `expected + 1 .. expected + window` and not be
+    /// buffered yet. Makes room by evicting the highest buffered sequence numbers above `seq`;
+    /// returns how many messages were dropped (evicted ones, plus `msg` itself if it still does
+    /// not fit).
+    fn insert(&mut self, expected: u64, seq: u64, msg: &[u8], recovered: bool) -> u64 {
+        let mut dropped = 0;
+        if msg.len() > self.max_bytes {
+            return 1;
+        }
+        while self.live_bytes + msg.len() > self.max_bytes {
+            let top = expected.saturating_add(self.window);
+            match self.prev_before(top, seq + 1) {
+                Some(highest) => {
+                    self.remove(highest);
+                    dropped += 1;
+                }
+                // Everything buffered is below `seq`: `msg` is the one to drop.
+                None => return dropped + 1,
+            }
+        }
+        if self.arena.len() + msg.len() > self.arena.capacity() {
+            self.compact();
+        }
+        let i = self.index(seq);
+        self.slots[i] = Slot {
+            offset: self.arena.len(),
+            len: msg.len(),
+            recovered,
+        };
+        // Within capacity (checked above): never reallocates.
+        self.arena.extend_from_slice(msg);
+        self.occupied[i / 64] |= 1 << (i % 64);
+        self.live_bytes += msg.len();
+        self.count += 1;
+        dropped
+    }
+
+    /// Moves the live messages to the start of the arena, in arena order so that every copy goes
+    /// downwards and never overwrites a message not yet moved. Runs only after at least
+    /// `max_bytes` bytes were appended since the previous compaction (the arena is twice
+    /// `max_bytes` and at most `max_bytes` are live), so its cost is amortised O(1) per byte.
+    fn compact(&mut self) {
+        self.compactions += 1;
+        self.scratch.clear();
+        for (w, &word) in self.occupied.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                self.scratch.push((w * 64) as u32 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        let slots = &mut self.slots;
+        // In place, no allocation (unlike the stable sort).
+        self.scratch
+            .sort_unstable_by_key(|&i| slots[i as usize].offset);
+        let mut to = 0;
+        for &i in &self.scratch {
+            let slot = &mut slots[i as usize];
+            self.arena
+                .copy_within(slot.offset..slot.offset + slot.len, to);
+            slot.offset = to;
+            to += slot.len;
+        }
+        self.arena.truncate(to);
+    }
+
+    fn clear(&mut self) {
+        self.occupied.fill(0);
+        self.arena.clear();
+        self.live_bytes = 0;
+        self.count = 0;
+    }
+}
+
+/// Merges the redundant lines of one MoldUDP64 feed; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct FeedArbiter {
+    config: ArbiterConfig,
+    session: Option<Session>,
+    /// Next sequence number to deliver; meaningless until `synced`.
+    expected: u64,
+    synced: bool,
+    /// One past the highest sequence number known to exist. A gap is `expected < high`.
+    high: u64,
+    buffer: ReorderBuffer,
+    /// When `poll_timers` acts on the current hole next (valid while there is a gap).
+    deadline: u64,
+    /// Requests sent for the current hole since it last moved.
+    attempts: u32,
+    /// A request was needed in the current gap.
+    requested: bool,
+    end_reported: bool,
+    last_foreign: Option<Session>,
+    counters: ArbiterCounters,
+}
+
+impl FeedArbiter {
+    /// Allocates the reorder buffer. Fails on an unusable configuration.
+    pub fn new(config: ArbiterConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut arbiter = FeedArbiter {
+            config,
+            session: None,
+            expected: 0,
+            synced: false,
+            high: 0,
+            buffer: ReorderBuffer::new(
+                config.reorder_capacity_messages,
+                config.reorder_capacity_bytes,
+            ),
+            deadline: 0,
+            attempts: 0,
+            requested: false,
+            end_reported: false,
+            last_foreign: None,
+            counters: ArbiterCounters::default(),
+        };
+        arbiter.reset(config.session, config.start_sequence);
+        Ok(arbiter)
+    }
+
+    /// Starts over, e.g. after a [`ForeignSession`](Event::ForeignSession) the caller decided
+    /// to follow: forgets the buffered messages and the gap state, then behaves like a new
+    /// arbiter with this `session` and `start_sequence` (see [`ArbiterConfig`]). Counters are
+    /// kept. Allocates nothing.
+    pub fn reset(&mut self, session: Option<Session>, start_sequence: Option<u64>) {
+        self.session = session;
+        self.synced = start_sequence.is_some();
+        self.expected = start_sequence.unwrap_or(0);
+        self.high = self.expected;
+        self.buffer.clear();
+        self.deadline = 0;
+        self.attempts = 0;
+        self.requested = false;
+        self.end_reported = false;
+        self.last_foreign = None;
+    }
+
+    /// Handles one received packet (data, heartbeat or end of session) at `now`, reporting
+    /// what follows from it through `out`, in order. O(messages in the packet) plus O(1)
+    /// amortised per buffered message; allocates nothing.
+    pub fn on_packet<F>(&mut self, line: Line, packet: &Packet<'_>, now: u64, mut out: F)
+    where
+        F: FnMut(Event<'_>),
+    {
+        let header = packet.header();
+        match &self.session {
+            None => self.session = Some(header.session),
+            // Byte equality first: the same feed sends the same bytes every time.
+            Some(s) if *s == header.session || s.matches(&header.session) => {}
+            Some(_) => {
+                self.counters.foreign_session_packets += 1;
+                if self.last_foreign != Some(header.session) {
+                    self.last_foreign = Some(header.session);
+                    out(Event::ForeignSession {
+                        session: header.session,
+                    });
+                }
+                return;
+            }
+        }
+        if !self.synced {
+            // MoldUDP64 numbers messages from 1: a (bogus) sequence 0 must not become a gap.
+            self.synced = true;
+            self.expected = header.sequence.max(1);
+            self.high = self.expected;
+        }
+        let had_gap = self.has_gap();
+        let before = self.expected;
+        self.high = self.high.max(header.next_sequence());
+        if header.is_end_of_session() && !self.end_reported {
+            self.end_reported = true;
+            out(Event::EndOfSession {
+                next: header.sequence,
+            });
+        }
+
+        if header.next_sequence() <= self.expected {
+            // Entirely old (the other line's copy, a late reply): no need to look inside.
+            *self.counters.duplicates.get_mut(line) += u64::from(packet.message_count());
+        } else {
+            for (seq, msg) in packet.sequenced_messages() {
+                self.on_message(line, seq, msg, &mut out);
+            }
+        }
+        self.after_progress(had_gap, before, now);
+    }
+
+    #[inline]
+    fn on_message<F>(&mut self, line: Line, seq: u64, msg: &[u8], out: &mut F)
+    where
+        F: FnMut(Event<'_>),
+    {
+        if seq == self.expected {
+            out(Event::Message { seq, bytes: msg });
+            self.counters.delivered += 1;
+            if line == Line::Recovery {
+                self.counters.recovered += 1;
+            }
+            self.expected += 1;
+            self.drain(out);
+        } else if seq < self.expected || self.buffer.contains(seq) {
+            *self.counters.duplicates.get_mut(line) += 1;
+        } else if seq - self.expected >= self.buffer.window {
+            self.counters.reorder_overflow += 1;
+        } else {
+            self.counters.reorder_overflow +=
+                self.buffer
+                    .insert(self.expected, seq, msg, line == Line::Recovery);
+        }
+    }
+
+    /// Delivers buffered messages that follow on from `expected`.
+    #[inline]
+    fn drain<F>(&mut self, out: &mut F)
+    where
+        F: FnMut(Event<'_>),
+    {
+        while self.buffer.count > 0 && self.buffer.contains(self.expected) {
+            let seq = self.expected;
+            let (bytes, recovered) = self.buffer.get(seq);
+            out(Event::Message { seq, bytes });
+            self.counters.delivered += 1;
+            if recovered {
+                self.counters.recovered += 1;
+            }
+            self.buffer.remove(seq);
+            self.expected += 1;
+        }
+    }
+
+    /// Updates the recovery timer after `expected` may have moved from `before`.
+    fn after_progress(&mut self, had_gap: bool, before: u64, now: u64) {
+        if !self.has_gap() {
+            return;
+        }
+        if !had_gap {
+            // A new gap: give the other line time to fill it.
+            self.counters.gaps_detected += 1;
+            self.requested = false;
+            self.attempts = 0;
+            self.deadline = now.saturating_add(self.config.rerequest_delay_ns);
+        } else if self.expected != before {
+            // The hole moved on. Its successor was likely lost on both lines too if the server
+            // already had to help; otherwise the other line may still bring it.
+            self.attempts = 0;
+            self.deadline = if self.requested {
+                now
+            } else {
+                now.saturating_add(self.config.rerequest_delay_ns)
+            };
+        }
+    }
+
+    /// One past the end of the hole at `expected`: the next buffered sequence number, or `high`.
+    fn hole_end(&self) -> u64 {
+        let limit = self
+            .high
+            .min(self.expected.saturating_add(self.buffer.window));
+        if self.buffer.count == 0 {
+            return self.high;
+        }
+        self.buffer
+            .next_at_or_after(self.expected + 1, limit)
+            .unwrap_or(self.high)
+    }
+
+    /// Acts on expired timers at `now`: returns the re-request to send, if one is due, and
+    /// reports through `out` any run declared lost (followed by the buffered messages it
+    /// releases). Returns at most one request per call; the next deadline is
+    /// [`next_deadline`](Self::next_deadline). Allocates nothing.
+    pub fn poll_timers<F>(&mut self, now: u64, mut out: F) -> Option<RequestPacket>
+    where
+        F: FnMut(Event<'_>),
+    {
+        // At most two rounds: a Lost declaration resets `attempts`, so the next round sends.
+        while self.has_gap() && now >= self.deadline {
+            let end = self.hole_end();
+            let from = self.expected;
+            if self.attempts <= self.config.max_retries {
+                self.attempts += 1;
+                self.requested = true;
+                self.deadline = now.saturating_add(self.config.rerequest_timeout_ns);
+                self.counters.rerequests_sent += 1;
+                let count = (end - from).min(u64::from(self.config.max_request_count));
+                return Some(RequestPacket {
+                    session: self.session?,
+                    sequence: from,
+                    // At most max_request_count, a u16.
+                    count: count as u16,
+                });
+            }
+            let count = end - from;
+            out(Event::Lost { from, count });
+            self.counters.lost += count;
+            self.counters.lost_runs += 1;
+            self.expected = end;
+            self.drain(&mut out);
+            self.after_progress(true, from, now);
+        }
+        None
+    }
+
+    /// When [`poll_timers`](Self::poll_timers) has something to do next; `None` while there is
+    /// no gap.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.has_gap().then_some(self.deadline)
+    }
+
+    /// Whether messages are missing (known to exist but not delivered).
+    pub const fn has_gap(&self) -> bool {
+        self.synced && self.expected < self.high
+    }
+
+    /// The next sequence number to deliver, once known.
+    pub const fn expected(&self) -> Option<u64> {
+        if self.synced {
+            Some(self.expected)
+        } else {
+            None
+        }
+    }
+
+    /// One past the highest sequence number known to exist, once known.
+    pub const fn high(&self) -> Option<u64> {
+        if self.synced { Some(self.high) } else { None }
+    }
+
+    /// The feed's session, once known.
+    pub const fn session(&self) -> Option<Session> {
+        self.session
+    }
+
+    /// Messages in the reorder buffer.
+    pub const fn buffered(&self) -> usize {
+        self.buffer.count
+    }
+
+    /// Bytes of the messages in the reorder buffer.
+    pub const fn buffered_bytes(&self) -> usize {
+        self.buffer.live_bytes
+    }
+
+    /// The configuration.
+    pub const fn config(&self) -> &ArbiterConfig {
+        &self.config
+    }
+
+    /// Counters since creation.
+    pub const fn counters(&self) -> &ArbiterCounters {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests;
