@@ -293,7 +293,7 @@ impl TickGenerator {
             3..=5 => book.bid += CENT,
             _ => {}
         }
-        if (r >> 8) % 8 == 0 {
+        if (r >> 8).is_multiple_of(8) {
             book.spread = 1 + ((r >> 12) % 3) as i64;
         }
         let ask = book.bid + book.spread * CENT;
@@ -309,7 +309,7 @@ impl TickGenerator {
         } else {
             let buy = (r >> 32) & 1 == 1;
             // One trade in ten is an odd lot.
-            let size = if (r >> 33) % 10 == 0 {
+            let size = if (r >> 33).is_multiple_of(10) {
                 1 + ((r >> 40) % 99) as u32
             } else {
                 100 * (1 + ((r >> 40) % 5) as u32)
@@ -379,7 +379,7 @@ impl PacingConfig {
     }
 }
 
-/// What to do next, from [`Pacer::next`].
+/// What to do next, from [`Pacer::pace`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
     /// Send this many messages now (already counted as sent).
@@ -407,7 +407,7 @@ const MIN_WAIT: Duration = Duration::from_micros(50);
 const MAX_WAIT: Duration = Duration::from_millis(20);
 
 impl Pacer {
-    /// A pacer; its clock starts at the first call to [`next`](Self::next).
+    /// A pacer; its clock starts at the first call to [`pace`](Self::pace).
     pub fn new(cfg: PacingConfig) -> Self {
         Pacer {
             cfg,
@@ -428,7 +428,7 @@ impl Pacer {
         self.forgiven as u64
     }
 
-    /// Time since the first call to [`next`](Self::next).
+    /// Time since the first call to [`pace`](Self::pace).
     pub fn elapsed(&self) -> Duration {
         self.start.map_or(Duration::ZERO, |s| s.elapsed())
     }
@@ -467,7 +467,7 @@ impl Pacer {
     }
 
     /// The next decision. `Send(n)` counts the `n` messages as sent.
-    pub fn next(&mut self) -> Pace {
+    pub fn pace(&mut self) -> Pace {
         let now = Instant::now();
         let start = *self.start.get_or_insert(now);
         let remaining = self
@@ -546,7 +546,7 @@ mod tests {
     fn ticks_decode_and_have_a_realistic_shape() {
         let mut g = TickGenerator::new(config(3)).unwrap();
         let n = 20_000;
-        let mut per_symbol = vec![0u32; 50];
+        let mut per_symbol = [0u32; 50];
         let (mut quotes, mut trades) = (0, 0);
         let mut last_ts = 0;
         for _ in 0..n {
@@ -606,10 +606,10 @@ mod tests {
             count: Some(2500),
             ..PacingConfig::rate(0)
         });
-        assert_eq!(p.next(), Pace::Send(1024));
-        assert_eq!(p.next(), Pace::Send(1024));
-        assert_eq!(p.next(), Pace::Send(452));
-        assert_eq!(p.next(), Pace::Done);
+        assert_eq!(p.pace(), Pace::Send(1024));
+        assert_eq!(p.pace(), Pace::Send(1024));
+        assert_eq!(p.pace(), Pace::Send(452));
+        assert_eq!(p.pace(), Pace::Done);
     }
 
     #[test]
@@ -622,7 +622,7 @@ mod tests {
         loop {
             decisions += 1;
             assert!(decisions < 100_000, "pacer spins");
-            match p.next() {
+            match p.pace() {
                 Pace::Send(n) => sent += n,
                 Pace::Wait(d) => std::thread::sleep(d),
                 Pace::Done => break,

@@ -1,15 +1,13 @@
 //! Blocking clients for Herz, used by the `herz sub` / `herz pub` tools, by integration tests and
 //! by benchmarks.
 //!
-//! - [`soup`]: SoupBinTCP 3.00 [`SoupSubscriber`](soup::SoupSubscriber) (with the Herz filter and
-//!   skip extension, exact resume) and [`SoupPublisher`](soup::SoupPublisher) (batched `U`
-//!   packets).
-//! - [`mold`]: MoldUDP64 [`MoldReceiver`](mold::MoldReceiver) (multicast or unicast, in-order
-//!   delivery, gap recovery through a re-request server) and
-//!   [`MoldFeedSender`](mold::MoldFeedSender) (an upstream feed simulator with A/B lines, history,
-//!   re-request service and deliberate loss).
-//! - [`generator`]: [`TickGenerator`](generator::TickGenerator), a deterministic synthetic tick
-//!   source with a realistic shape, and its [`Pacer`](generator::Pacer).
+//! - [`soup`]: SoupBinTCP 3.00 [`SoupSubscriber`] (with the Herz filter and skip extension, exact
+//!   resume) and [`SoupPublisher`] (batched `U` packets).
+//! - [`mold`]: MoldUDP64 [`MoldReceiver`] (multicast or unicast, in-order delivery, gap recovery
+//!   through a re-request server) and [`MoldFeedSender`] (an upstream feed simulator with A/B
+//!   lines, history, re-request service and deliberate loss).
+//! - [`generator`]: [`TickGenerator`], a deterministic synthetic tick source with a realistic
+//!   shape, and its [`Pacer`](generator::Pacer). (Not `gen`: a reserved keyword in Rust 2024.)
 //! - [`clock`]: explicit nanosecond clocks ([`clock::mono_ns`], [`clock::realtime_ns`]).
 //!
 //! Everything is blocking `std::net` + `socket2`, one client per thread, no async runtime. The

@@ -167,6 +167,9 @@ pub struct SubscriberConfig {
     pub user_timeout_ms: u64,
     /// Most subscriber sessions at once; further connections are refused.
     pub max_sessions: usize,
+    /// SO_SNDBUF of each session, bytes (0: the kernel's autotuning). Bounds kernel memory per slow
+    /// subscriber; the journal holds the rest.
+    pub send_buffer: usize,
 }
 
 impl Default for SubscriberConfig {
@@ -186,6 +189,7 @@ impl Default for SubscriberConfig {
             keepalive_secs: 5,
             user_timeout_ms: 10_000,
             max_sessions: 1024,
+            send_buffer: 0,
         }
     }
 }

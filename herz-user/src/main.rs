@@ -30,6 +30,10 @@ struct Args {
 enum Verb {
     /// Run the daemon: shield, distributor, control plane.
     Run,
+    /// Subscribe over SoupBinTCP (or a multicast channel) and print ticks.
+    Sub(cli::sub::SubArgs),
+    /// Publish ticks (synthetic or from a file) over SoupBinTCP or as a MoldUDP64 feed.
+    Pub(cli::publish::PubArgs),
     /// Print the shield's kernel counters and top sources.
     Stats {
         /// Machine-readable JSON.
@@ -65,6 +69,8 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     logging::init(config.log.format, &config.log.level);
     match args.verb {
         Verb::Run => cli::run::run(config),
+        Verb::Sub(a) => cli::sub::sub(a),
+        Verb::Pub(a) => cli::publish::publish(a),
         Verb::Stats {
             json,
             top,

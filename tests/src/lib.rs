@@ -2,6 +2,7 @@
 //! themselves, daemons that are stopped when a test ends (even by panic), and crafted frames.
 
 pub mod bpf;
+pub mod dist;
 pub mod frames;
 pub mod netns;
 

@@ -18,10 +18,20 @@
 //!   ordinary packets, passed in with [`Line::Recovery`]. A request that brings nothing is sent
 //!   again after [`rerequest_timeout_ns`](ArbiterConfig::rerequest_timeout_ns), at most
 //!   [`max_retries`](ArbiterConfig::max_retries) times; then the run is declared
-//!   [`Lost`](Event::Lost) and skipped, so the distributor never stalls for good.
-//! - When a reply (or the other line) fills only the start of a hole, the next hole is asked for
-//!   at once if a request was already needed in this gap (the server evidently has to help), or
-//!   after the delay otherwise (the other line may still bring it).
+//!   [`Lost`](Event::Lost) and skipped, so the distributor never stalls for good. How much is
+//!   skipped depends on whether the server still answers: if any reply arrived since the
+//!   previous loss, only the run asked for (a flaky server or a lost reply costs no more than
+//!   that); if none did, the server looks dead and the whole hole is skipped, up to the next
+//!   buffered message or the feed's head, so that the feed catches up at once instead of
+//!   crawling forward one unanswered request at a time.
+//! - Every hole gets the same grace period, counted from when it became visible: when the
+//!   message after it arrived (or, for a hole at the feed's tail, when a packet or heartbeat
+//!   showed that more exists, or when an overflowing reorder buffer dropped its successors).
+//!   So when a hole is filled and the next one comes into view, that one is asked for at once
+//!   only if the lines have already had their chance, while the usual jitter holes of a busy
+//!   feed are left to the other line. A reply that fills only the start of the run asked for
+//!   (it holds what fits in one datagram) is followed at once by a request for the rest; while
+//!   a request is outstanding, progress made by the lines does not trigger another one.
 //!
 //! Everything comes out, in sequence order, through one callback of [`Event`]s: messages are
 //! handed out zero-copy, borrowed from the datagram or from the reorder buffer. The reorder
@@ -97,7 +107,7 @@ pub struct ArbiterConfig {
     /// `Some(1)` recovers the whole session from its first message.
     pub start_sequence: Option<u64>,
     /// How far ahead of the next expected sequence number messages are buffered: the reorder
-    /// buffer holds sequence numbers `expected + 1 .. expected + reorder_capacity_messages`
+    /// buffer holds sequence numbers `expected + 1 ..= expected + reorder_capacity_messages`
     /// (1 to 2^24). Later ones are dropped (counted) and recovered by re-request later.
     pub reorder_capacity_messages: usize,
     /// The most message bytes buffered (1 to 2^30). When full, the highest sequence numbers are
@@ -121,7 +131,7 @@ impl Default for ArbiterConfig {
             session: None,
             start_sequence: None,
             reorder_capacity_messages: 65_536,
-            reorder_capacity_bytes: 8 << 20,
+            reorder_capacity_bytes: 4 << 20,
             rerequest_delay_ns: 5_000_000,
             rerequest_timeout_ns: 50_000_000,
             max_retries: 3,
@@ -238,12 +248,14 @@ struct Slot {
     len: usize,
     /// The copy came from a re-request reply.
     recovered: bool,
+    /// When it arrived: the hole before it has been visible since then.
+    arrived: u64,
 }
 
 /// Messages that arrived early, indexed by sequence number.
 ///
-/// A ring of `2^k >= window` slots (sequence `s` lives at `s & mask`; all buffered sequence
-/// numbers lie within one window, so they never collide), an occupancy bitmap to find the next or
+/// A ring of `2^k >= window` slots (sequence `s` lives at `s & mask`; buffered sequence numbers
+/// lie in `expected + 1 ..= expected + window`, so they never collide), an occupancy bitmap to find the next or
 /// previous buffered message 64 slots at a time, and one byte arena. The arena is a bump
 /// allocator: it is rewound whenever the buffer empties (the common case: a short gap filled by
 /// the other line), and compacted in place when it runs out at its end.
@@ -298,6 +310,12 @@ impl ReorderBuffer {
         (&self.arena[s.offset..s.offset + s.len], s.recovered)
     }
 
+    /// When a buffered message arrived.
+    #[inline]
+    fn arrived(&self, seq: u64) -> u64 {
+        self.slots[self.index(seq)].arrived
+    }
+
     /// Frees a buffered message's slot (its bytes stay until the arena is rewound or compacted).
     #[inline]
     fn remove(&mut self, seq: u64) {
@@ -343,17 +361,17 @@ impl ReorderBuffer {
         None
     }
 
-    /// Buffers `msg` as `seq`, which must lie in `expected + 1 .. expected + window` and not be
+    /// Buffers `msg` as `seq`, which must lie in `expected + 1 ..= expected + window` and not be
     /// buffered yet. Makes room by evicting the highest buffered sequence numbers above `seq`;
     /// returns how many messages were dropped (evicted ones, plus `msg` itself if it still does
     /// not fit).
-    fn insert(&mut self, expected: u64, seq: u64, msg: &[u8], recovered: bool) -> u64 {
+    fn insert(&mut self, expected: u64, seq: u64, msg: &[u8], recovered: bool, now: u64) -> u64 {
         let mut dropped = 0;
         if msg.len() > self.max_bytes {
             return 1;
         }
         while self.live_bytes + msg.len() > self.max_bytes {
-            let top = expected.saturating_add(self.window);
+            let top = expected.saturating_add(self.window + 1);
             match self.prev_before(top, seq + 1) {
                 Some(highest) => {
                     self.remove(highest);
@@ -371,6 +389,7 @@ impl ReorderBuffer {
             offset: self.arena.len(),
             len: msg.len(),
             recovered,
+            arrived: now,
         };
         // Within capacity (checked above): never reallocates.
         self.arena.extend_from_slice(msg);
@@ -427,13 +446,19 @@ pub struct FeedArbiter {
     synced: bool,
     /// One past the highest sequence number known to exist. A gap is `expected < high`.
     high: u64,
+    /// When `high` last rose.
+    high_at: u64,
+    /// When the reorder buffer first dropped a message during the current gap.
+    dropped_at: Option<u64>,
     buffer: ReorderBuffer,
     /// When `poll_timers` acts on the current hole next (valid while there is a gap).
     deadline: u64,
     /// Requests sent for the current hole since it last moved.
     attempts: u32,
-    /// A request was needed in the current gap.
-    requested: bool,
+    /// One past the last sequence number of the last request (0: none outstanding).
+    requested_until: u64,
+    /// A re-request reply arrived since the last `Lost` declaration (or since the start).
+    server_alive: bool,
     end_reported: bool,
     last_foreign: Option<Session>,
     counters: ArbiterCounters,
@@ -449,13 +474,16 @@ impl FeedArbiter {
             expected: 0,
             synced: false,
             high: 0,
+            high_at: 0,
+            dropped_at: None,
             buffer: ReorderBuffer::new(
                 config.reorder_capacity_messages,
                 config.reorder_capacity_bytes,
             ),
             deadline: 0,
             attempts: 0,
-            requested: false,
+            requested_until: 0,
+            server_alive: true,
             end_reported: false,
             last_foreign: None,
             counters: ArbiterCounters::default(),
@@ -473,10 +501,13 @@ impl FeedArbiter {
         self.synced = start_sequence.is_some();
         self.expected = start_sequence.unwrap_or(0);
         self.high = self.expected;
+        self.high_at = 0;
+        self.dropped_at = None;
         self.buffer.clear();
         self.deadline = 0;
         self.attempts = 0;
-        self.requested = false;
+        self.requested_until = 0;
+        self.server_alive = true;
         self.end_reported = false;
         self.last_foreign = None;
     }
@@ -510,9 +541,15 @@ impl FeedArbiter {
             self.expected = header.sequence.max(1);
             self.high = self.expected;
         }
+        if line == Line::Recovery {
+            self.server_alive = true;
+        }
         let had_gap = self.has_gap();
         let before = self.expected;
-        self.high = self.high.max(header.next_sequence());
+        if header.next_sequence() > self.high {
+            self.high = header.next_sequence();
+            self.high_at = now;
+        }
         if header.is_end_of_session() && !self.end_reported {
             self.end_reported = true;
             out(Event::EndOfSession {
@@ -525,14 +562,14 @@ impl FeedArbiter {
             *self.counters.duplicates.get_mut(line) += u64::from(packet.message_count());
         } else {
             for (seq, msg) in packet.sequenced_messages() {
-                self.on_message(line, seq, msg, &mut out);
+                self.on_message(line, seq, msg, now, &mut out);
             }
         }
-        self.after_progress(had_gap, before, now);
+        self.after_progress(had_gap, before, now, line == Line::Recovery);
     }
 
     #[inline]
-    fn on_message<F>(&mut self, line: Line, seq: u64, msg: &[u8], out: &mut F)
+    fn on_message<F>(&mut self, line: Line, seq: u64, msg: &[u8], now: u64, out: &mut F)
     where
         F: FnMut(Event<'_>),
     {
@@ -546,12 +583,17 @@ impl FeedArbiter {
             self.drain(out);
         } else if seq < self.expected || self.buffer.contains(seq) {
             *self.counters.duplicates.get_mut(line) += 1;
-        } else if seq - self.expected >= self.buffer.window {
-            self.counters.reorder_overflow += 1;
         } else {
-            self.counters.reorder_overflow +=
-                self.buffer
-                    .insert(self.expected, seq, msg, line == Line::Recovery);
+            let dropped = if seq - self.expected > self.buffer.window {
+                1
+            } else {
+                let recovered = line == Line::Recovery;
+                self.buffer.insert(self.expected, seq, msg, recovered, now)
+            };
+            if dropped > 0 {
+                self.counters.reorder_overflow += dropped;
+                self.dropped_at.get_or_insert(now);
+            }
         }
     }
 
@@ -575,39 +617,58 @@ impl FeedArbiter {
     }
 
     /// Updates the recovery timer after `expected` may have moved from `before`.
-    fn after_progress(&mut self, had_gap: bool, before: u64, now: u64) {
+    fn after_progress(&mut self, had_gap: bool, before: u64, now: u64, via_recovery: bool) {
         if !self.has_gap() {
+            self.dropped_at = None;
             return;
         }
         if !had_gap {
-            // A new gap: give the other line time to fill it.
+            // A new gap, visible from now: give the other line time to fill it.
             self.counters.gaps_detected += 1;
-            self.requested = false;
             self.attempts = 0;
+            self.requested_until = 0;
             self.deadline = now.saturating_add(self.config.rerequest_delay_ns);
         } else if self.expected != before {
-            // The hole moved on. Its successor was likely lost on both lines too if the server
-            // already had to help; otherwise the other line may still bring it.
-            self.attempts = 0;
-            self.deadline = if self.requested {
-                now
-            } else {
-                now.saturating_add(self.config.rerequest_delay_ns)
-            };
+            self.hole_moved(now, via_recovery);
         }
+    }
+
+    /// Schedules the hole that came into view at `expected` after progress.
+    fn hole_moved(&mut self, now: u64, via_recovery: bool) {
+        if self.expected < self.requested_until {
+            if via_recovery {
+                // The reply held only part of the run asked for: ask for the rest now.
+                self.attempts = 0;
+                self.deadline = now;
+            }
+            // Otherwise the lines filled part of the run asked for, and the outstanding
+            // request (and its timeout) still covers the rest.
+            return;
+        }
+        self.attempts = 0;
+        self.requested_until = 0;
+        let visible_since = match self.next_buffered() {
+            Some(next) => self.buffer.arrived(next),
+            None => self.high_at.min(self.dropped_at.unwrap_or(u64::MAX)),
+        };
+        // In the past when the hole has been visible long enough: due at once.
+        self.deadline = visible_since.saturating_add(self.config.rerequest_delay_ns);
+    }
+
+    /// The lowest buffered sequence number (all are above `expected`).
+    fn next_buffered(&self) -> Option<u64> {
+        if self.buffer.count == 0 {
+            return None;
+        }
+        let limit = self
+            .high
+            .min(self.expected.saturating_add(self.buffer.window + 1));
+        self.buffer.next_at_or_after(self.expected + 1, limit)
     }
 
     /// One past the end of the hole at `expected`: the next buffered sequence number, or `high`.
     fn hole_end(&self) -> u64 {
-        let limit = self
-            .high
-            .min(self.expected.saturating_add(self.buffer.window));
-        if self.buffer.count == 0 {
-            return self.high;
-        }
-        self.buffer
-            .next_at_or_after(self.expected + 1, limit)
-            .unwrap_or(self.high)
+        self.next_buffered().unwrap_or(self.high)
     }
 
     /// Acts on expired timers at `now`: returns the re-request to send, if one is due, and
@@ -623,11 +684,11 @@ impl FeedArbiter {
             let end = self.hole_end();
             let from = self.expected;
             if self.attempts <= self.config.max_retries {
+                let count = (end - from).min(u64::from(self.config.max_request_count));
                 self.attempts += 1;
-                self.requested = true;
+                self.requested_until = from + count;
                 self.deadline = now.saturating_add(self.config.rerequest_timeout_ns);
                 self.counters.rerequests_sent += 1;
-                let count = (end - from).min(u64::from(self.config.max_request_count));
                 return Some(RequestPacket {
                     session: self.session?,
                     sequence: from,
@@ -635,19 +696,27 @@ impl FeedArbiter {
                     count: count as u16,
                 });
             }
-            let count = end - from;
+            // The run asked for (always from `expected`, so `requested_until > from`), or,
+            // when the server looks dead, the whole hole.
+            let count = if self.server_alive {
+                end.min(self.requested_until.max(from + 1)) - from
+            } else {
+                end - from
+            };
+            self.server_alive = false;
             out(Event::Lost { from, count });
             self.counters.lost += count;
             self.counters.lost_runs += 1;
-            self.expected = end;
+            self.expected = from + count;
+            self.requested_until = 0;
             self.drain(&mut out);
-            self.after_progress(true, from, now);
+            self.after_progress(true, from, now, false);
         }
         None
     }
 
-    /// When [`poll_timers`](Self::poll_timers) has something to do next; `None` while there is
-    /// no gap.
+    /// When [`poll_timers`](Self::poll_timers) has something to do next (possibly already
+    /// past: due at once); `None` while there is no gap.
     pub fn next_deadline(&self) -> Option<u64> {
         self.has_gap().then_some(self.deadline)
     }

@@ -470,10 +470,10 @@ mod tests {
                 .collect();
             let mut tracked: HashMap<&[u8], u64> = HashMap::new();
             for (seq, msg) in &range {
-                if let Some(sym) = symbol_of(msg) {
-                    if tracked.len() < 40 || tracked.contains_key(&sym[..]) {
-                        tracked.insert(&sym[..], *seq);
-                    }
+                if let Some(sym) = symbol_of(msg)
+                    && (tracked.len() < 40 || tracked.contains_key(&sym[..]))
+                {
+                    tracked.insert(&sym[..], *seq);
                 }
             }
             let plan = c.plan(range.iter().map(|(s, m)| (*s, &m[..])));

@@ -426,7 +426,7 @@ mod tests {
             *l.counters(),
             RateLimitCounters {
                 allowed: 6,
-                clipped: 3,
+                clipped: 4,
                 denied: 4,
                 denied_global: 0,
                 granted_messages: 60 + 40 + 1 + 10 + 1 + 100,
@@ -628,17 +628,25 @@ mod tests {
             RequesterLimits::new(cfg, 0).unwrap_err().to_string(),
             "per_requester.burst = 0: must be between 1 and 1000000000 messages"
         );
-        let mut cfg = RequesterLimitsConfig::default();
-        cfg.global = Some(TokenRate {
+        let bad = |cfg: RequesterLimitsConfig| cfg.validate().unwrap_err().field;
+        let default = RequesterLimitsConfig::default();
+        let global = Some(TokenRate {
             per_sec: 0,
             burst: 1,
         });
-        assert_eq!(cfg.validate().unwrap_err().field, "global.per_sec");
-        let mut cfg = RequesterLimitsConfig::default();
-        cfg.max_requesters = 0;
-        assert_eq!(cfg.validate().unwrap_err().field, "max_requesters");
-        let mut cfg = RequesterLimitsConfig::default();
-        cfg.max_per_request = 0;
-        assert_eq!(cfg.validate().unwrap_err().field, "max_per_request");
+        assert_eq!(
+            bad(RequesterLimitsConfig { global, ..default }),
+            "global.per_sec"
+        );
+        let cfg = RequesterLimitsConfig {
+            max_requesters: 0,
+            ..default
+        };
+        assert_eq!(bad(cfg), "max_requesters");
+        let cfg = RequesterLimitsConfig {
+            max_per_request: 0,
+            ..default
+        };
+        assert_eq!(bad(cfg), "max_per_request");
     }
 }

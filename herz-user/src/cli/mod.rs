@@ -1,4 +1,6 @@
 //! One module per `herz` verb.
 
+pub mod publish;
 pub mod run;
 pub mod stats;
+pub mod sub;

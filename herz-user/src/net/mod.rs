@@ -79,6 +79,9 @@ pub struct Distributor {
     demo: Option<demo::DemoFeed>,
     shared: Arc<Shared>,
     logs: Logs,
+    /// Sessions whose read budget ran out: read again next iteration (edge-triggered events will not
+    /// say so).
+    reread: Vec<usize>,
 }
 
 impl std::fmt::Debug for Distributor {
@@ -207,6 +210,7 @@ impl Distributor {
             rerequest,
             demo,
             shared: Arc::new(Shared::default()),
+            reread: Vec::new(),
             logs: Logs {
                 closes: RateLimitedLog::new(10),
                 slow: RateLimitedLog::new(10),
@@ -283,6 +287,9 @@ impl Distributor {
                     }
                 }
             }
+            for key in std::mem::take(&mut self.reread) {
+                self.read_session(key, now);
+            }
             if let Some(d) = &mut self.demo {
                 d.produce(now, &mut self.journal, &self.shared.counters);
             }
@@ -308,7 +315,8 @@ impl Distributor {
             ns = ns.min(f.next_deadline(now));
         }
         let head = self.journal.head();
-        if self.channels.iter().any(|c| c.cursor < head)
+        if !self.reread.is_empty()
+            || self.channels.iter().any(|c| c.cursor < head)
             || self.sessions.iter().any(|(_, s)| {
                 s.state == State::Active
                     && s.role == Role::Subscriber
@@ -358,6 +366,7 @@ impl Distributor {
                 keepalive: (s.keepalive_secs > 0).then(|| Duration::from_secs(s.keepalive_secs)),
                 user_timeout: (s.user_timeout_ms > 0)
                     .then(|| Duration::from_millis(s.user_timeout_ms)),
+                send_buffer: (s.send_buffer > 0).then_some(s.send_buffer),
             };
             if let Err(e) = sock::configure_session(&stream, opts) {
                 tracing::debug!(%peer, error = %e, "socket options");
@@ -413,6 +422,9 @@ impl Distributor {
                 add(&counters.journal_appended, 1);
             }
         });
+        if outcome.more {
+            self.reread.push(key);
+        }
         if outcome.logged_in {
             add(&counters.logins_accepted, 1);
             self.shared

@@ -103,7 +103,12 @@ pub struct InputOutcome {
     pub close: Option<CloseReason>,
     /// A login was accepted just now.
     pub logged_in: bool,
+    /// The read budget ran out before the socket was drained: read again next iteration.
+    pub more: bool,
 }
+
+/// Bytes read from one session per loop iteration, so one fast publisher cannot starve fan-out.
+const READ_BUDGET: usize = 256 * 1024;
 
 /// One SoupBinTCP session.
 pub struct Session {
@@ -209,7 +214,12 @@ impl Session {
         mut on_message: impl FnMut(Result<u64, String>),
     ) -> InputOutcome {
         let mut outcome = InputOutcome::default();
+        let mut budget = READ_BUDGET;
         loop {
+            if budget == 0 {
+                outcome.more = true;
+                return outcome;
+            }
             if self.in_len == self.inbuf.len() {
                 // A full buffer with no complete packet cannot happen under MAX_CLIENT_PACKET; defensive.
                 outcome.close = Some(CloseReason::Malformed("input buffer overflow".into()));
@@ -224,6 +234,7 @@ impl Session {
                     return outcome;
                 }
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     self.in_len += n;
                     self.last_rx = ctx.now;
                     self.handle_packets(ctx, journal, &mut outcome, &mut on_message);
@@ -420,9 +431,13 @@ impl Session {
 
     /// Applies the slow-consumer policy if the subscriber fell too far behind (or off the journal's tail).
     /// Returns what happened, for counting.
+    ///
+    /// A subscriber whose socket still takes data is not slow, whatever the burst: it is pumped now.
+    /// The policy fires when the lag passes `max_lag` while its socket is full, or when it fell off
+    /// the journal.
     pub fn enforce_lag(&mut self, journal: &Journal, max_lag: u64) -> LagAction {
         let fell_off = self.cursor < journal.tail();
-        if !fell_off && self.lag(journal) <= max_lag {
+        if !fell_off && (self.writable || self.lag(journal) <= max_lag) {
             return LagAction::None;
         }
         match self.policy {

@@ -11,6 +11,8 @@ pub struct TcpSessionOptions {
     pub keepalive: Option<Duration>,
     /// TCP_USER_TIMEOUT (None: kernel default).
     pub user_timeout: Option<Duration>,
+    /// SO_SNDBUF (None: kernel autotuning).
+    pub send_buffer: Option<usize>,
 }
 
 /// Applies low-latency and dead-peer options to an accepted session.
@@ -24,6 +26,9 @@ pub fn configure_session(stream: &mio::net::TcpStream, opts: TcpSessionOptions) 
             .with_interval(Duration::from_secs(1))
             .with_retries(3);
         sock.set_tcp_keepalive(&ka)?;
+    }
+    if let Some(b) = opts.send_buffer {
+        sock.set_send_buffer_size(b)?;
     }
     if let Some(t) = opts.user_timeout {
         sock.set_tcp_user_timeout(Some(t))?;

@@ -1,0 +1,726 @@
+//! The distributor end to end, over real sockets: fan-out completeness, resume, filters, feeds with
+//! A/B arbitration, multicast with loss and recovery, slow consumers, dead peers, malformed input.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    sync::{Arc, Barrier},
+    time::{Duration, Instant},
+};
+
+use herz_client::{
+    SoupPublisher, SoupSubscriber,
+    mold::{
+        DropRule, MoldEvent, MoldFeedSender, MoldFeedSenderConfig, MoldReceiver,
+        MoldReceiverConfig, StartFrom,
+    },
+    soup::Event,
+};
+use herz_core::protocol::{
+    moldudp64::Session,
+    soupbintcp::{self, Filter, SkipReason},
+};
+use herz_tests::{
+    dist::{self, Endpoints, message, symbol_of},
+    netns::VethNs,
+    privileged, unique_id,
+};
+
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn publish(addr: SocketAddr, from: u64, to: u64) {
+    publish_paced(addr, from, to, None);
+}
+
+/// Publishes messages `from..=to`, at `rate` messages per second if given (else as fast as possible).
+fn publish_paced(addr: SocketAddr, from: u64, to: u64, rate: Option<u64>) {
+    let mut p = SoupPublisher::connect(addr, LOGIN_TIMEOUT).expect("publisher connects");
+    p.login("feed", "feed").expect("publisher login");
+    let start = Instant::now();
+    for i in from..=to {
+        p.send(&message(i)).expect("publish");
+        if let Some(rate) = rate
+            && (i - from) % 1000 == 999
+        {
+            p.flush().expect("flush");
+            let due = Duration::from_secs_f64((i - from + 1) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    p.flush().expect("flush");
+    p.logout().expect("logout");
+}
+
+/// Receives at least messages `from..=to` and checks each byte for byte; no skips allowed. Returns
+/// the next sequence (messages that arrived in the same read past `to` are checked too).
+fn receive_exact(sub: &mut SoupSubscriber, from: u64, to: u64, deadline: Duration) -> u64 {
+    let start = Instant::now();
+    let mut next = from;
+    while next <= to {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out at seq {next} of {to}"
+        );
+        sub.poll(Some(Duration::from_millis(200)), |ev| match ev {
+            Event::Message { seq, payload } => {
+                assert_eq!(seq, next, "out of order or gap");
+                assert_eq!(payload, &message(seq)[..], "payload of seq {seq}");
+                next += 1;
+            }
+            Event::Heartbeat | Event::Debug(_) => {}
+            other => panic!("unexpected {other:?} at seq {next}"),
+        })
+        .expect("subscriber poll");
+    }
+    next
+}
+
+fn fan_out_16(
+    ep: &Endpoints,
+    count: u64,
+    run_subscribers: impl FnOnce(Box<dyn FnOnce() + Send>) + Send,
+) {
+    let subscribers = ep.subscribers;
+    let barrier = Arc::new(Barrier::new(17));
+    let b = barrier.clone();
+    let subs = move || {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut sub =
+                        SoupSubscriber::connect(subscribers, LOGIN_TIMEOUT).expect("connect");
+                    let acc = sub
+                        .login("demo", "demo", Session::BLANK, 1, None)
+                        .expect("login");
+                    assert_eq!(acc.sequence, 1);
+                    b.wait();
+                    receive_exact(&mut sub, 1, count, Duration::from_secs(240));
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("subscriber thread");
+        }
+    };
+    let publisher = ep.publishers;
+    std::thread::scope(|s| {
+        s.spawn(move || run_subscribers(Box::new(subs)));
+        barrier.wait();
+        publish(publisher, 1, count);
+    });
+}
+
+#[test]
+fn sixteen_subscribers_get_a_million_messages_exactly_over_loopback() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    fan_out_16(&ep, 1_000_000, |subs| subs());
+}
+
+#[test]
+fn sixteen_subscribers_get_a_million_messages_exactly_across_a_veth_pair() {
+    if !privileged("sixteen_subscribers_get_a_million_messages_exactly_across_a_veth_pair") {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let ep = Endpoints::on(net.host_addr);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    fan_out_16(&ep, 1_000_000, |subs| net.run_in(subs));
+}
+
+#[test]
+fn a_subscriber_resumes_exactly_after_reconnecting() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    publish(ep.publishers, 1, 5000);
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    let checked_to = receive_exact(&mut sub, 1, 1234, Duration::from_secs(30));
+    let resume = sub.next_seq();
+    assert_eq!(resume, checked_to);
+    assert!(resume < 5001);
+    drop(sub); // abrupt: no logout
+    publish(ep.publishers, 5001, 8000);
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    let acc = sub
+        .login(
+            "demo",
+            "demo",
+            Session::new("HZTEST0001").unwrap(),
+            resume,
+            None,
+        )
+        .unwrap();
+    assert_eq!(acc.sequence, resume);
+    receive_exact(&mut sub, resume, 8000, Duration::from_secs(30));
+    // Nothing more: no duplicates after the last message.
+    let extra = sub.recv_timeout(Duration::from_millis(300)).unwrap();
+    assert!(
+        matches!(extra, None | Some(herz_client::soup::OwnedEvent::Heartbeat)),
+        "{extra:?}"
+    );
+}
+
+/// Receives a filtered stream until `to` is accounted for; returns the sequences of the messages.
+fn receive_filtered(sub: &mut SoupSubscriber, from: u64, to: u64, wanted: &[&str]) -> Vec<u64> {
+    let start = Instant::now();
+    let mut next = from;
+    let mut got = Vec::new();
+    while next <= to {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out at {next}"
+        );
+        sub.poll(Some(Duration::from_millis(200)), |ev| match ev {
+            Event::Message { seq, payload } => {
+                assert_eq!(seq, next);
+                assert_eq!(payload, &message(seq)[..]);
+                assert!(
+                    wanted.contains(&symbol_of(seq)),
+                    "seq {seq} ({}) does not match the filter",
+                    symbol_of(seq)
+                );
+                got.push(seq);
+                next += 1;
+            }
+            Event::Skip { seq, count, reason } => {
+                assert_eq!(seq, next);
+                assert_eq!(reason, SkipReason::Filtered);
+                for s in seq..seq + count {
+                    assert!(
+                        !wanted.contains(&symbol_of(s)),
+                        "matching seq {s} was skipped"
+                    );
+                }
+                next += count;
+            }
+            Event::Heartbeat | Event::Debug(_) => {}
+            other => panic!("unexpected {other:?}"),
+        })
+        .unwrap();
+    }
+    got
+}
+
+#[test]
+fn a_filtered_subscriber_gets_only_its_symbols_and_resumes_without_loss() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    publish(ep.publishers, 1, 4000);
+    // Exact symbol AAPL plus every symbol starting with BR (BRK, BRKB).
+    let wanted = ["AAPL", "BRK", "BRKB"];
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    sub.login(
+        "demo",
+        "demo",
+        Session::BLANK,
+        1,
+        Some(Filter::new("AAPL", "BR").unwrap()),
+    )
+    .unwrap();
+    let first = receive_filtered(&mut sub, 1, 2000, &wanted);
+    let resume = sub.next_seq();
+    drop(sub);
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    sub.login(
+        "demo",
+        "demo",
+        Session::BLANK,
+        resume,
+        Some(Filter::new("AAPL", "BR").unwrap()),
+    )
+    .unwrap();
+    let second = receive_filtered(&mut sub, resume, 4000, &wanted);
+    let all: Vec<u64> = first.into_iter().chain(second).collect();
+    let expected: Vec<u64> = (1..=4000)
+        .filter(|i| wanted.contains(&symbol_of(*i)))
+        .collect();
+    assert_eq!(all, expected, "every matching message exactly once");
+}
+
+#[test]
+fn bad_logins_are_rejected_per_spec() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    let e = sub
+        .login("demo", "wrong", Session::BLANK, 1, None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not authorized") || e.to_string().contains("'A'"),
+        "{e}"
+    );
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    let e = sub
+        .login("demo", "demo", Session::new("OTHERSESS").unwrap(), 1, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("session"), "{e}");
+    // A publisher login on the subscriber port is not authorized.
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    assert!(sub.login("feed", "feed", Session::BLANK, 1, None).is_err());
+}
+
+#[test]
+fn malformed_input_closes_only_that_session() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (d, _dir) = dist::start(&ep, "", "");
+    let mut good = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    good.login("demo", "demo", Session::BLANK, 0, None).unwrap();
+    let bad_inputs: [&[u8]; 4] = [
+        b"\x00\x00",      // zero length
+        b"\x00\x05Xabcd", // unknown type
+        b"\x00\x02L!",    // login of the wrong length
+        b"\xff\xffL",     // longer than the client limit
+    ];
+    for bad in bad_inputs {
+        let mut s = TcpStream::connect(ep.subscribers).unwrap();
+        s.write_all(bad).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        // Herz closes the connection (EOF or reset), without answering.
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("expected close, got {:?}", &buf[..n]),
+        }
+    }
+    // A bad message from a publisher (shorter than type + symbol) closes that publisher.
+    let mut p = SoupPublisher::connect(ep.publishers, LOGIN_TIMEOUT).unwrap();
+    p.login("feed", "feed").unwrap();
+    p.send(b"Qshort").unwrap();
+    let _ = p.flush();
+    std::thread::sleep(Duration::from_millis(200));
+    // Everyone else is unaffected.
+    publish(ep.publishers, 1, 1000);
+    receive_exact(&mut good, 1, 1000, Duration::from_secs(20));
+    let log = d.log();
+    assert!(
+        log.matches("Malformed").count() >= 5,
+        "each malformed close is logged with its reason:\n{log}"
+    );
+}
+
+#[test]
+fn a_b_feed_arbitration_loses_nothing_when_each_line_drops_packets() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (a, b) = (dist::free_port(), dist::free_port());
+    let mut cfg = MoldFeedSenderConfig::new(
+        Session::new("UPSTREAM01").unwrap(),
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], a)),
+            SocketAddr::from(([127, 0, 0, 1], b)),
+        ],
+    );
+    cfg.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut sender = MoldFeedSender::new(cfg).unwrap();
+    let feed = format!(
+        "[[feeds]]\nname = \"upstream\"\nlines = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\nrerequest = \"{}\"\nfrom_start = true\n",
+        sender.local_addr()
+    );
+    let (d, _dir) = dist::start(&ep, "", &feed);
+    // Each line loses 20% of its packets independently; the few packets lost on both come back
+    // through the re-request server.
+    sender
+        .set_drop(
+            0,
+            DropRule {
+                probability: 0.2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    sender
+        .set_drop(
+            1,
+            DropRule {
+                probability: 0.2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    const N: u64 = 50_000;
+    let handle = std::thread::spawn(move || {
+        for i in 1..=N {
+            sender.push(&message(i)).unwrap();
+            if i % 200 == 0 {
+                sender.flush().unwrap();
+                sender.serve_rerequests_once(Duration::ZERO).unwrap();
+            }
+        }
+        sender.flush().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            sender
+                .serve_rerequests_once(Duration::from_millis(20))
+                .unwrap();
+            sender.maintain().unwrap();
+        }
+        sender.stats()
+    });
+    receive_exact(&mut sub, 1, N, Duration::from_secs(60));
+    let stats = handle.join().unwrap();
+    assert!(
+        stats.datagrams_dropped > 300,
+        "loss was injected on both lines: {stats:?}"
+    );
+    assert!(
+        stats.replies > 0,
+        "packets lost on both lines were re-requested: {stats:?}"
+    );
+    assert!(!d.log().contains("lost"), "{}", d.log());
+}
+
+/// A deliberately slow SoupBinTCP reader: tiny receive buffer, small reads with pauses (about 1% of
+/// a normal reader's speed), then full speed once `fast` is set. Checks every message byte for byte
+/// and accounts for every sequence number (messages + skip markers). Returns (messages, skips by
+/// reason, the last message per symbol, whether the server closed the connection early).
+struct SlowResult {
+    messages: u64,
+    dropped: u64,
+    conflated: u64,
+    closed_at: Option<u64>,
+    last_by_symbol: std::collections::BTreeMap<&'static str, u64>,
+}
+
+fn slow_reader(
+    addr: SocketAddr,
+    user: &str,
+    to: u64,
+    fast: Arc<std::sync::atomic::AtomicBool>,
+) -> SlowResult {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    let login = soupbintcp::LoginRequest::new(user, user, Session::BLANK, 1).unwrap();
+    let mut out = Vec::new();
+    login.encode(&mut out);
+    s.write_all(&out).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0;
+    let mut next = 0u64;
+    let mut r = SlowResult {
+        messages: 0,
+        dropped: 0,
+        conflated: 0,
+        closed_at: None,
+        last_by_symbol: Default::default(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while next <= to || next == 0 {
+        assert!(Instant::now() < deadline, "slow reader timed out at {next}");
+        let fast_now = fast.load(std::sync::atomic::Ordering::Relaxed);
+        let want = if fast_now {
+            buf.len() - len
+        } else {
+            512.min(buf.len() - len)
+        };
+        let n = match s.read(&mut buf[len..len + want]) {
+            Ok(0) => {
+                r.closed_at = Some(next);
+                return r;
+            }
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                continue;
+            }
+            Err(_) => {
+                r.closed_at = Some(next);
+                return r;
+            }
+        };
+        len += n;
+        let mut used = 0;
+        while let Some((p, k)) =
+            soupbintcp::next_server_packet(&buf[used..len], soupbintcp::MAX_PACKET_LEN).unwrap()
+        {
+            match p {
+                soupbintcp::Packet::LoginAccepted(a) => next = a.sequence,
+                soupbintcp::Packet::SequencedData(m) => {
+                    assert_eq!(m, &message(next)[..], "seq {next}");
+                    r.last_by_symbol.insert(symbol_of(next), next);
+                    r.messages += 1;
+                    next += 1;
+                }
+                soupbintcp::Packet::Debug(text) => {
+                    if let Ok(Some(soupbintcp::HerzControl::Skip { count, reason })) =
+                        soupbintcp::HerzControl::parse(text)
+                    {
+                        match reason {
+                            SkipReason::Dropped => r.dropped += count,
+                            SkipReason::Conflated => {
+                                // Only messages superseded by a later one of the same symbol.
+                                for s in next..next + count {
+                                    assert!(
+                                        (s + 1..)
+                                            .take(100_000)
+                                            .any(|t| symbol_of(t) == symbol_of(s))
+                                    );
+                                }
+                                r.conflated += count
+                            }
+                            other => panic!("unexpected skip reason {other:?}"),
+                        }
+                        next += count;
+                    }
+                }
+                soupbintcp::Packet::LoginRejected(why) => panic!("login rejected: {why:?}"),
+                _ => {}
+            }
+            used += k;
+        }
+        buf.copy_within(used..len, 0);
+        len -= used;
+        if !fast_now {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    r
+}
+
+fn slow_consumer_scenario(policy: &str) -> (SlowResult, herz_tests::Daemon) {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let users = format!(
+        "max_lag = 20000\nsend_buffer = 65536\n\n[[subscribers.users]]\nname = \"slow\"\npassword = \"slow\"\npolicy = \"{policy}\""
+    );
+    let (d, dir) = dist::start(&ep, &users, "");
+    std::mem::forget(dir);
+    const N: u64 = 300_000;
+    let fast = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f2 = fast.clone();
+    let slow = std::thread::spawn(move || slow_reader(ep.subscribers, "slow", N, f2));
+    std::thread::sleep(Duration::from_millis(300));
+    let fast_subs: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = ep.subscribers;
+            std::thread::spawn(move || {
+                let mut sub = SoupSubscriber::connect(addr, LOGIN_TIMEOUT).unwrap();
+                sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+                let t = Instant::now();
+                receive_exact(&mut sub, 1, N, Duration::from_secs(120));
+                t.elapsed()
+            })
+        })
+        .collect();
+    // 100k messages/s for 3 s: fast readers keep up; the slow one (about 2% of that) cannot.
+    let t = Instant::now();
+    publish_paced(ep.publishers, 1, N, Some(100_000));
+    let publish_time = t.elapsed();
+    for h in fast_subs {
+        let took = h.join().expect("fast subscribers get everything");
+        // The slow reader never holds the others back: they finish when publishing does.
+        assert!(
+            took < publish_time + Duration::from_secs(2),
+            "fast subscriber took {took:?} (publishing {publish_time:?})"
+        );
+    }
+    fast.store(true, std::sync::atomic::Ordering::Relaxed);
+    (slow.join().unwrap(), d)
+}
+
+#[test]
+fn slow_consumer_disconnect_policy_evicts_only_the_slow_one() {
+    let (r, d) = slow_consumer_scenario("disconnect");
+    assert!(
+        r.closed_at.is_some(),
+        "the slow subscriber was disconnected"
+    );
+    assert!(r.closed_at.unwrap() < 300_000);
+    assert_eq!(r.dropped + r.conflated, 0);
+    assert!(d.log().contains("SlowConsumer"), "{}", d.log());
+}
+
+#[test]
+fn slow_consumer_drop_oldest_skips_ahead_and_says_how_much() {
+    let (r, _d) = slow_consumer_scenario("drop-oldest");
+    assert_eq!(r.closed_at, None);
+    assert!(r.dropped > 0, "drop-oldest fired");
+    assert_eq!(
+        r.messages + r.dropped,
+        300_000,
+        "every sequence number is a message or a counted skip"
+    );
+}
+
+#[test]
+fn slow_consumer_conflate_sends_the_latest_per_symbol() {
+    let (r, _d) = slow_consumer_scenario("conflate");
+    assert_eq!(r.closed_at, None);
+    assert!(r.conflated > 0, "conflation fired");
+    assert_eq!(r.messages + r.conflated + r.dropped, 300_000);
+    // The final state per symbol is the publisher's final state.
+    for sym in dist::SYMBOLS {
+        let last = (1..=300_000u64)
+            .rev()
+            .find(|i| symbol_of(*i) == sym)
+            .unwrap();
+        assert_eq!(r.last_by_symbol.get(sym), Some(&last), "{sym}");
+    }
+}
+
+#[test]
+fn a_dead_peer_is_detected_and_its_fd_freed() {
+    if !privileged("a_dead_peer_is_detected_and_its_fd_freed") {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let ep = Endpoints::on(net.host_addr);
+    let (d, _dir) = dist::start(
+        &ep,
+        "timeout_ms = 4000\nuser_timeout_ms = 2000\nkeepalive_secs = 1",
+        "",
+    );
+    let pid = d.child.as_ref().unwrap().id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let addr = ep.subscribers;
+    // Log in from the namespace and keep the socket open (the thread's socket stays in the namespace).
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let path = format!("/run/netns/{}", net.ns);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            assert_eq!(
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
+                0
+            );
+            let mut sub = SoupSubscriber::connect(addr, LOGIN_TIMEOUT).unwrap();
+            sub.login("demo", "demo", Session::BLANK, 0, None).unwrap();
+            let _ = rx.recv();
+            std::mem::forget(sub);
+        })
+    };
+    let t = Instant::now();
+    while fds() <= before {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "session fd never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The peer vanishes: its namespace (and the veth pair) is deleted; no FIN, no RST.
+    let vanished = Instant::now();
+    drop(net);
+    let _ = tx.send(());
+    holder.join().unwrap();
+    while fds() > before {
+        assert!(
+            vanished.elapsed() < Duration::from_secs(10),
+            "the dead peer's fd was not freed within 10 s:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = vanished.elapsed();
+    assert!(
+        took <= Duration::from_millis(4500),
+        "detected after {took:?}, configured timeout 4 s"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("HeartbeatTimeout") || log.contains("SocketError"),
+        "{log}"
+    );
+}
+
+#[test]
+fn multicast_subscriber_in_a_namespace_recovers_5_percent_loss_through_rerequests() {
+    if !privileged("multicast_subscriber_in_a_namespace_recovers_5_percent_loss_through_rerequests")
+    {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let ep = Endpoints::on(net.host_addr);
+    let port = dist::free_port();
+    let group = Ipv4Addr::new(239, 18, (unique_id() % 250) as u8, 1);
+    let channel = format!(
+        "[[channels]]\nname = \"all\"\ngroup = \"{group}:{port}\"\ninterface = \"{}\"\n",
+        net.host_addr
+    );
+    let (d, _dir) = dist::start(&ep, "", &channel);
+    // 5% random loss on the subscriber's path, inside its namespace.
+    let port_s = port.to_string();
+    for cmd in [
+        &["nft", "add", "table", "inet", "hzloss"][..],
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "hzloss",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ],
+        &[
+            "nft", "add", "rule", "inet", "hzloss", "input", "udp", "dport", &port_s, "numgen",
+            "random", "mod", "100", "lt", "5", "drop",
+        ],
+    ] {
+        let out = net.exec(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    const N: u64 = 100_000;
+    let ns_addr = net.ns_addr;
+    let rerequest = ep.rerequest;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = {
+        let path = format!("/run/netns/{}", net.ns);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            assert_eq!(
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
+                0
+            );
+            let cfg = MoldReceiverConfig::multicast(group, port, ns_addr)
+                .with_rerequest(rerequest)
+                .with_start(StartFrom::Sequence(1));
+            let mut rx = MoldReceiver::new(cfg).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut next = 1;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while next <= N {
+                assert!(
+                    Instant::now() < deadline,
+                    "multicast receiver stuck at {next}"
+                );
+                rx.poll(Some(Duration::from_millis(100)), |ev| match ev {
+                    MoldEvent::Message { seq, payload } => {
+                        assert_eq!(seq, next);
+                        assert_eq!(payload, &message(seq)[..]);
+                        next += 1;
+                    }
+                    MoldEvent::Gap { from, count } => panic!("unrecovered gap {from}+{count}"),
+                    _ => {}
+                })
+                .unwrap();
+            }
+            rx.stats()
+        })
+    };
+    ready_rx.recv().unwrap();
+    publish(ep.publishers, 1, N);
+    let stats = receiver.join().expect("every message recovered in order");
+    assert!(
+        stats.requests_sent > 0,
+        "losses were recovered through the re-request server: {stats:?}"
+    );
+    assert_eq!(stats.gaps, 0, "{stats:?}");
+    drop(d);
+    drop(net);
+}
