@@ -101,6 +101,36 @@ pub struct ShieldConfig {
     pub extra_tcp_ports: Vec<u16>,
     /// Extra UDP ports to police besides the ones Herz listens on.
     pub extra_udp_ports: Vec<u16>,
+    /// SYNs per second per source to Herz's TCP ports (0: no limit).
+    pub syn_rate: u64,
+    /// SYN burst per source.
+    pub syn_burst: u64,
+    /// Most handshakes in progress per source (0: no limit).
+    pub max_half_open: u64,
+    /// Most established connections per source (0: no limit).
+    pub max_established: u64,
+    /// A handshake without its final ACK stops counting as half-open after this long, milliseconds.
+    pub half_open_timeout_ms: u64,
+    /// Flood drops within `autoblock_window_ms` after which a source is blocked (0: never).
+    pub autoblock_after: u64,
+    /// Window for `autoblock_after`, milliseconds.
+    pub autoblock_window_ms: u64,
+    /// How long an auto-block lasts, seconds.
+    pub autoblock_ttl_secs: u64,
+    /// SYNs per second from all untrusted sources without a connection together (0: no guard).
+    pub global_syn_rate: u64,
+    /// Burst of the global SYN guard.
+    pub global_syn_burst: u64,
+    /// Sources allowed to send to feed ports (CIDRs; empty: any).
+    pub feed_sources: Vec<crate::shield::Cidr>,
+    /// UDP datagrams per second per source to Herz's UDP ports (0: no limit).
+    pub udp_rate: u64,
+    /// UDP burst per source.
+    pub udp_burst: u64,
+    /// Sources that always pass (CIDRs): no limit applies to them.
+    pub allow: Vec<crate::shield::Cidr>,
+    /// Sources always dropped on Herz's ports (CIDRs).
+    pub block: Vec<crate::shield::Cidr>,
 }
 
 impl Default for ShieldConfig {
@@ -113,7 +143,61 @@ impl Default for ShieldConfig {
             xdp_mode: XdpAttachMode::Auto,
             extra_tcp_ports: Vec::new(),
             extra_udp_ports: Vec::new(),
+            // Generous for subscribers that reconnect, far below what a flood sends.
+            syn_rate: 100,
+            syn_burst: 200,
+            max_half_open: 64,
+            max_established: 64,
+            half_open_timeout_ms: 3000,
+            autoblock_after: 500,
+            autoblock_window_ms: 10_000,
+            autoblock_ttl_secs: 300,
+            global_syn_rate: 20_000,
+            global_syn_burst: 40_000,
+            feed_sources: Vec::new(),
+            // Feeds are legitimately fast: no UDP limit unless configured.
+            udp_rate: 0,
+            udp_burst: 0,
+            allow: Vec::new(),
+            block: Vec::new(),
         }
+    }
+}
+
+impl ShieldConfig {
+    /// Checks the policy keys; on error returns the key at fault and why.
+    pub fn validate_policy(&self) -> Result<(), (String, String)> {
+        use herz_common::{MAX_BURST, MAX_RATE};
+        let bad = |k: &str, m: String| Err((format!("shield.{k}"), m));
+        for (rate_key, rate, burst_key, burst) in [
+            ("syn_rate", self.syn_rate, "syn_burst", self.syn_burst),
+            ("global_syn_rate", self.global_syn_rate, "global_syn_burst", self.global_syn_burst),
+            ("udp_rate", self.udp_rate, "udp_burst", self.udp_burst),
+        ] {
+            if rate > MAX_RATE {
+                return bad(rate_key, format!("{rate} is above the maximum of {MAX_RATE} per second"));
+            }
+            if rate > 0 && !(1..=MAX_BURST).contains(&burst) {
+                return bad(burst_key, format!("must be between 1 and {MAX_BURST} when {rate_key} is set"));
+            }
+        }
+        if self.half_open_timeout_ms == 0 {
+            return bad("half_open_timeout_ms", "must be positive".into());
+        }
+        if self.autoblock_after > 0 {
+            if self.autoblock_window_ms == 0 {
+                return bad("autoblock_window_ms", "must be positive when autoblock_after is set".into());
+            }
+            if self.autoblock_ttl_secs == 0 {
+                return bad("autoblock_ttl_secs", "must be positive when autoblock_after is set".into());
+            }
+        }
+        for (key, list) in [("allow", &self.allow), ("block", &self.block), ("feed_sources", &self.feed_sources)] {
+            if list.len() > herz_common::MAX_CIDRS as usize {
+                return bad(key, format!("at most {} entries", herz_common::MAX_CIDRS));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -367,6 +451,22 @@ impl Default for DemoConfig {
     }
 }
 
+/// The control plane's HTTP endpoint: `/metrics`, `/healthz`, `/state`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// Listen address; keep it on localhost or a management network.
+    pub listen: SocketAddr,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9100)) }
+    }
+}
+
 /// Runtime state files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -407,6 +507,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// State files.
     pub state: StateConfig,
+    /// Metrics and health endpoint.
+    pub control: ControlConfig,
 }
 
 impl Config {
@@ -479,6 +581,9 @@ impl Config {
             if !seen.insert(name) {
                 return Err(invalid(&key, format!("interface `{name}` is listed twice")));
             }
+        }
+        if let Err((key, message)) = self.shield.validate_policy() {
+            return Err(invalid(&key, message));
         }
         if !self.shield.pin_path.is_absolute() {
             return Err(invalid(
@@ -787,5 +892,32 @@ mod tests {
         assert!(e.contains("shield.extra_udp_ports[1]"), "{e}");
         let e = err("[shield]\nenabled = \"yes\"\n");
         assert!(e.contains("shield.enabled"), "{e}");
+    }
+
+    #[test]
+    fn shield_policy_keys_parse_and_are_validated() {
+        let c = Config::from_toml(
+            "[shield]\nsyn_rate = 5\nsyn_burst = 10\nallow = [\"198.18.0.0/15\", \"2001:db8::/32\"]\n\
+             block = [\"198.18.9.9\"]\nfeed_sources = [\"198.18.1.0/24\"]\nautoblock_ttl_secs = 60\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!((c.shield.syn_rate, c.shield.syn_burst), (5, 10));
+        assert_eq!(c.shield.allow[1].to_string(), "2001:db8::/32");
+        assert_eq!(c.shield.block[0].to_string(), "198.18.9.9/32");
+        let e = err("[shield]\nallow = [\"198.18.0.0/15\", \"198.18.0.300/24\"]\n");
+        assert!(e.contains("shield.allow[1]") && e.contains("not a CIDR"), "{e}");
+        let e = err("[shield]\nblock = [\"10.0.0.0/40\"]\n");
+        assert!(e.contains("shield.block[0]") && e.contains("/40"), "{e}");
+        let e = err("[shield]\nsyn_rate = 10\nsyn_burst = 0\n");
+        assert!(e.contains("shield.syn_burst"), "{e}");
+        let e = err("[shield]\nudp_rate = 99999999999\nudp_burst = 1\n");
+        assert!(e.contains("shield.udp_rate"), "{e}");
+        let e = err("[shield]\nhalf_open_timeout_ms = 0\n");
+        assert!(e.contains("shield.half_open_timeout_ms"), "{e}");
+        let e = err("[shield]\nautoblock_after = 3\nautoblock_window_ms = 0\n");
+        assert!(e.contains("shield.autoblock_window_ms"), "{e}");
+        let e = err("[shield]\nsyn_ratee = 3\n");
+        assert!(e.contains("shield.syn_ratee"), "{e}");
     }
 }

@@ -34,6 +34,8 @@ enum Verb {
     Sub(cli::sub::SubArgs),
     /// Publish ticks (synthetic or from a file) over SoupBinTCP or as a MoldUDP64 feed.
     Pub(cli::publish::PubArgs),
+    /// Live view of throughput, subscribers and lag, feeds, and the shield's top sources.
+    Top(cli::top::TopArgs),
     /// Print the shield's kernel counters and top sources.
     Stats {
         /// Machine-readable JSON.
@@ -46,6 +48,20 @@ enum Verb {
         #[arg(long)]
         pin_path: Option<PathBuf>,
     },
+    /// Block a network or address on Herz's ports (from the next packet; `--ttl 30s|5m|1h` to expire).
+    Block(cli::block::BlockArgs),
+    /// Remove a blocklist entry.
+    Unblock(cli::block::CidrArgs),
+    /// List the blocklist (manual, config and auto-blocked entries, with their expiry).
+    Blocked(cli::block::ListArgs),
+    /// Allow a network or address: its traffic passes every shield rule (`--remove` to undo).
+    Allow(cli::block::AllowArgs),
+    /// Remove an allowlist entry.
+    Disallow(cli::block::CidrArgs),
+    /// List the allowlist, the allowed feed sources and the trusted sources.
+    Allowed(cli::block::ListArgs),
+    /// Show the shield's thresholds, or apply the config's [shield] section live.
+    Shield(cli::shieldctl::ShieldArgs),
 }
 
 fn main() {
@@ -57,6 +73,7 @@ fn main() {
 }
 
 fn real_main(args: Args) -> anyhow::Result<()> {
+    let args = args;
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(f) = args.log_format {
         config.log.format = f;
@@ -66,10 +83,11 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--log-level `{l}`: not a valid level or filter: {e}"))?;
         config.log.level = l;
     }
-    logging::init(config.log.format, &config.log.level);
+    let log_reload = logging::init(config.log.format, &config.log.level);
     match args.verb {
-        Verb::Run => cli::run::run(config),
+        Verb::Run => cli::run::run(config, args.config.clone(), log_reload),
         Verb::Sub(a) => cli::sub::sub(a),
+        Verb::Top(a) => cli::top::top(a, config.control.listen),
         Verb::Pub(a) => cli::publish::publish(a),
         Verb::Stats {
             json,
@@ -79,5 +97,12 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             let pin_path = pin_path.unwrap_or_else(|| config.shield.pin_path.clone());
             cli::stats::stats(&pin_path, &config.state.dir, json, top)
         }
+        Verb::Block(a) => cli::block::block(&a, &config.shield.pin_path),
+        Verb::Unblock(a) => cli::block::unblock(&a, &config.shield.pin_path),
+        Verb::Blocked(a) => cli::block::blocked(&a, &config.shield.pin_path),
+        Verb::Allow(a) => cli::block::allow(&a, &config.shield.pin_path),
+        Verb::Disallow(a) => cli::block::disallow(&a, &config.shield.pin_path),
+        Verb::Allowed(a) => cli::block::allowed(&a, &config.shield.pin_path),
+        Verb::Shield(a) => cli::shieldctl::shield(&a, &config),
     }
 }

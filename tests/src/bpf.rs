@@ -1,16 +1,22 @@
 //! Herz's kernel programs loaded (not attached) for BPF_PROG_TEST_RUN: run a crafted frame, read the maps.
 
+use std::cell::RefCell;
+
 use aya::{
     Ebpf,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use herz_common::{Counter, IPPROTO_TCP, IPPROTO_UDP, PortKey, PortRole, SourceKey, SourceStats};
-use herz_user::shield::programs;
+use herz_common::{
+    BlockEntry, Counter, FlowKey, FlowState, IPPROTO_TCP, IPPROTO_UDP, Origin, PeerState, PortKey,
+    PortRole, ShieldEvent, ShieldParams, SourceKey, SourceStats, maps,
+};
+use herz_user::shield::{Cidr, programs};
 
 /// The loaded object, with the programs loaded into the kernel.
 pub struct Programs {
     ebpf: Ebpf,
+    events: RefCell<Option<RingBuf<MapData>>>,
 }
 
 /// XDP verdict values.
@@ -49,7 +55,10 @@ impl Programs {
             tc.load()
                 .unwrap_or_else(|e| panic!("{name} passes the verifier: {e:#}"));
         }
-        Programs { ebpf }
+        Programs {
+            ebpf,
+            events: RefCell::new(None),
+        }
     }
 
     /// Runs the XDP program on `frame`; returns its verdict.
@@ -94,6 +103,128 @@ impl Programs {
             sum.accumulate(v);
         }
         Some(sum)
+    }
+
+    /// Adds (or changes) a policed port.
+    pub fn add_port(&mut self, proto: u8, port: u16, role: u32) {
+        let mut ports: HashMap<_, PortKey, u32> =
+            HashMap::try_from(self.ebpf.map_mut(maps::PORTS).unwrap()).unwrap();
+        ports.insert(PortKey::new(proto, port), role, 0).unwrap();
+    }
+
+    /// Writes the thresholds (a zeroed config turns every rule off).
+    pub fn set_params(&mut self, p: &ShieldParams) {
+        let mut arr: Array<_, ShieldParams> =
+            Array::try_from(self.ebpf.map_mut(maps::CONFIG).unwrap()).unwrap();
+        arr.set(0, p, 0).unwrap();
+    }
+
+    fn trie_mut<V: aya::Pod>(&mut self, name: &str) -> LpmTrie<&mut MapData, [u8; 16], V> {
+        LpmTrie::try_from(self.ebpf.map_mut(name).unwrap()).unwrap()
+    }
+
+    /// Adds an allowlist entry.
+    pub fn allow(&mut self, cidr: &str) {
+        let c: Cidr = cidr.parse().unwrap();
+        self.trie_mut::<u32>(maps::ALLOW)
+            .insert(&c.aya_key(), Origin::MANUAL, 0)
+            .unwrap();
+    }
+
+    /// Adds a blocklist entry with `expires_ns` (kernel time; 0 = permanent) and `origin`.
+    pub fn block(&mut self, cidr: &str, expires_ns: u64, origin: u32) {
+        let c: Cidr = cidr.parse().unwrap();
+        let e = BlockEntry {
+            expires_ns,
+            created_ns: herz_user::shield::cidr::ktime_now_ns(),
+            origin,
+            reason: 0,
+        };
+        self.trie_mut::<BlockEntry>(maps::BLOCK)
+            .insert(&c.aya_key(), e, 0)
+            .unwrap();
+    }
+
+    /// Removes a blocklist entry.
+    pub fn unblock(&mut self, cidr: &str) {
+        let c: Cidr = cidr.parse().unwrap();
+        self.trie_mut::<BlockEntry>(maps::BLOCK)
+            .remove(&c.aya_key())
+            .unwrap();
+    }
+
+    /// Every blocklist entry.
+    pub fn blocked(&self) -> Vec<(Cidr, BlockEntry)> {
+        let trie: LpmTrie<_, [u8; 16], BlockEntry> =
+            LpmTrie::try_from(self.ebpf.map(maps::BLOCK).unwrap()).unwrap();
+        trie.iter()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (Cidr::from_key(k.prefix_len(), k.data()), v)
+            })
+            .collect()
+    }
+
+    /// Adds an allowed feed source (set `ShieldParams::FLAG_FEED_SOURCES` to enforce the list).
+    pub fn feed_source(&mut self, cidr: &str) {
+        let c: Cidr = cidr.parse().unwrap();
+        self.trie_mut::<u32>(maps::FEED_SOURCES)
+            .insert(&c.aya_key(), Origin::CONFIG, 0)
+            .unwrap();
+    }
+
+    /// Marks `key` trusted (or not).
+    pub fn set_trusted(&mut self, key: SourceKey, trusted: bool) {
+        let mut m: HashMap<_, SourceKey, u64> =
+            HashMap::try_from(self.ebpf.map_mut(maps::TRUSTED).unwrap()).unwrap();
+        if trusted {
+            m.insert(key, 1, 0).unwrap();
+        } else {
+            m.remove(&key).unwrap();
+        }
+    }
+
+    /// One source's connection counts, as the tc programs keep them.
+    pub fn peer(&self, key: SourceKey) -> Option<PeerState> {
+        let m: HashMap<_, SourceKey, PeerState> =
+            HashMap::try_from(self.ebpf.map(maps::PEERS).unwrap()).unwrap();
+        m.get(&key, 0).ok()
+    }
+
+    /// The followed flows: (half-open, established).
+    pub fn flows(&self) -> (Vec<(FlowKey, FlowState)>, Vec<(FlowKey, FlowState)>) {
+        let get = |name| {
+            let m: HashMap<_, FlowKey, FlowState> =
+                HashMap::try_from(self.ebpf.map(name).unwrap()).unwrap();
+            m.iter().map(|r| r.unwrap()).collect::<Vec<_>>()
+        };
+        (get(maps::HALF_OPEN), get(maps::ESTABLISHED))
+    }
+
+    /// Events sent since the last call, oldest first.
+    pub fn events(&mut self) -> Vec<ShieldEvent> {
+        let mut slot = self.events.borrow_mut();
+        if slot.is_none() {
+            let map = self.ebpf.take_map(maps::EVENTS).unwrap();
+            *slot = Some(RingBuf::try_from(map).unwrap());
+        }
+        let ring = slot.as_mut().unwrap();
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), std::mem::size_of::<ShieldEvent>());
+            // SAFETY: length checked; plain data.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ShieldEvent>()) });
+        }
+        out
+    }
+
+    /// Pins `name` under `dir` (for tests of user-space APIs that open pinned maps).
+    pub fn pin(&self, name: &str, dir: &std::path::Path) {
+        self.ebpf
+            .map(name)
+            .unwrap()
+            .pin(dir.join(name))
+            .unwrap_or_else(|e| panic!("pinning {name}: {e}"));
     }
 
     /// How many sources are tracked.

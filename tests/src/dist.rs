@@ -49,6 +49,8 @@ pub struct Endpoints {
     pub publishers: SocketAddr,
     /// Re-request server.
     pub rerequest: SocketAddr,
+    /// Control plane (metrics, health, state).
+    pub control: SocketAddr,
 }
 
 impl Endpoints {
@@ -58,6 +60,7 @@ impl Endpoints {
             subscribers: SocketAddr::from((ip, free_port())),
             publishers: SocketAddr::from((ip, free_port())),
             rerequest: SocketAddr::from((ip, free_port())),
+            control: SocketAddr::from(([127, 0, 0, 1], free_port())),
         }
     }
 }
@@ -65,12 +68,20 @@ impl Endpoints {
 /// A daemon with the shield off and the demo off, listening on `ep`, plus `extra` TOML appended
 /// (sections like `[[channels]]`, `[[feeds]]`, or keys for `[subscribers]` given in `subscribers`).
 pub fn start(ep: &Endpoints, subscribers: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
+    start_config(ep, "[shield]\nenabled = false\n", subscribers, extra)
+}
+
+/// Like [`start`], with the shield attached to `lo` and pinned at `pin_path`.
+pub fn start_with_shield(ep: &Endpoints, pin_path: &str, subscribers: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
+    start_config(ep, &format!("[shield]\ninterfaces = [\"lo\"]\npin_path = \"{pin_path}\"\n"), subscribers, extra)
+}
+
+fn start_config(ep: &Endpoints, shield: &str, subscribers: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("herz.toml");
     let toml = format!(
         r#"
-[shield]
-enabled = false
+{shield}
 
 [demo]
 enabled = false
@@ -102,12 +113,17 @@ password = "feed"
 [rerequest]
 listen = "{rr}"
 
+[control]
+listen = "{control}"
+
 {extra}
 "#,
         state = dir.path().join("state").display(),
         sub = ep.subscribers,
         publ = ep.publishers,
         rr = ep.rerequest,
+        control = ep.control,
+        shield = shield,
         max_lag = if subscribers.contains("max_lag") {
             ""
         } else {
@@ -123,6 +139,31 @@ listen = "{rr}"
             .contains("distributor serving")
     });
     (d, dir)
+}
+
+/// GET `path` from the daemon's control endpoint: (status, body).
+pub fn http_get(ep: &Endpoints, path: &str) -> (u16, String) {
+    let url = format!("http://{}{path}", ep.control);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent.get(&url).call().expect("control endpoint reachable");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Scrapes `/metrics` and parses it with an independent Prometheus text parser.
+pub fn scrape(ep: &Endpoints) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(ep, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text")
+}
+
+/// The value of a sample with no labels (or the first with that name).
+pub fn sample(s: &prometheus_parse::Scrape, name: &str) -> f64 {
+    let sample = s.samples.iter().find(|x| x.metric == name).unwrap_or_else(|| panic!("no metric {name}"));
+    match sample.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{name} is not a scalar"),
+    }
 }
 
 /// Path of a daemon's config directory (for extra files).

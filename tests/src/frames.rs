@@ -122,3 +122,63 @@ pub fn tcp6(dport: u16, flags: u8) -> Vec<u8> {
     f.extend(ipv6(SRC6, DST6, 6, &[], &tcp(40000, dport, flags)));
     f
 }
+
+/// Ethernet + IPv4 + TCP from `src:sport` to `DST4:dport` with `flags`.
+pub fn tcp4_from(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = eth(ETH_IP, &[]);
+    f.extend(ipv4(src, DST4, 6, &[], &tcp(sport, dport, flags)));
+    f
+}
+
+/// Ethernet + IPv4 + TCP from Herz (`DST4:sport`) back to `dst:dport` (SYN-ACK, FIN, RST out).
+pub fn tcp4_to(dst: [u8; 4], dport: u16, sport: u16, flags: u8) -> Vec<u8> {
+    let mut f = eth(ETH_IP, &[]);
+    f.extend(ipv4(DST4, dst, 6, &[], &tcp(sport, dport, flags)));
+    f
+}
+
+/// Ethernet + IPv4 + UDP from `src` to `DST4:dport`.
+pub fn udp4_from(src: [u8; 4], dport: u16, payload: usize) -> Vec<u8> {
+    let mut f = eth(ETH_IP, &[]);
+    f.extend(ipv4(src, DST4, 17, &[], &udp(40000, dport, payload)));
+    f
+}
+
+/// Ethernet + IPv6 + TCP from `src:sport` to `DST6:dport` with `flags`.
+pub fn tcp6_from(src: [u8; 16], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = eth(ETH_IPV6, &[]);
+    f.extend(ipv6(src, DST6, 6, &[], &tcp(sport, dport, flags)));
+    f
+}
+
+/// The internet checksum (RFC 1071) of `data`.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        sum += u32::from(w);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 + TCP SYN packet (no Ethernet header) with valid checksums, for raw sockets (IP_HDRINCL).
+pub fn raw_syn4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32) -> Vec<u8> {
+    let mut t = tcp(sport, dport, flags::SYN);
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(12 + t.len());
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&t);
+    let c = checksum(&pseudo);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = ipv4(src, dst, 6, &[], &t);
+    ip[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
+    let c = checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip
+}

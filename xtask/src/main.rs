@@ -162,5 +162,28 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .env("HERZ_EBPF_OBJECT", &object)
         .env("HERZ_BIN", &herz);
-    run_cmd(&mut integration)
+    run_cmd(&mut integration)?;
+    if args.is_empty() {
+        fuzz(FUZZ_SECONDS)?;
+    }
+    Ok(())
+}
+
+/// Seconds each fuzz target runs in `cargo xtask test`: long enough to catch shallow parser bugs on every
+/// change, short enough for CI. Run longer by hand: `cargo +nightly fuzz run soupbintcp`.
+const FUZZ_SECONDS: u32 = 30;
+
+fn fuzz(seconds: u32) -> anyhow::Result<()> {
+    for target in ["moldudp64", "soupbintcp"] {
+        eprintln!("xtask: fuzzing {target} for {seconds} s");
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root())
+            .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={seconds}")])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("CARGO_TARGET_DIR");
+        run_cmd(&mut cmd)?;
+    }
+    Ok(())
 }

@@ -73,9 +73,13 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+fn has_cargo_fuzz() -> bool {
+    quiet(Command::new("cargo").args(["fuzz", "--version"]))
+}
+
 /// True when nothing needs installing.
 pub fn is_ready() -> bool {
-    missing_packages().is_empty() && has_rust_src() && has_bpf_linker()
+    missing_packages().is_empty() && has_rust_src() && has_bpf_linker() && has_cargo_fuzz()
 }
 
 /// Runs setup only when something is missing.
@@ -160,6 +164,13 @@ pub fn run() -> anyhow::Result<()> {
                 .env_remove("CARGO_TARGET_DIR"),
         )
         .context("building bpf-linker failed (is crates.io reachable?)")?;
+    }
+    if has_cargo_fuzz() {
+        eprintln!("xtask setup: cargo-fuzz present");
+    } else {
+        eprintln!("xtask setup: cargo install cargo-fuzz (about a minute)");
+        run_cmd(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]).env_remove("CARGO_TARGET_DIR"))
+            .context("building cargo-fuzz failed (is crates.io reachable?)")?;
     }
     eprintln!("xtask setup: ready");
     Ok(())

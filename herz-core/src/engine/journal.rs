@@ -42,6 +42,8 @@ struct Entry {
     /// Virtual byte position (monotonic; physical = pos % capacity).
     pos: u64,
     len: u32,
+    /// When it was appended (caller's monotonic clock, ns; 0 when not given).
+    at: u64,
 }
 
 /// The bounded message journal. Sequence numbers start at 1.
@@ -59,6 +61,7 @@ pub struct Journal {
     tail_pos: u64,
     max_message_len: usize,
     evicted: u64,
+    appended_bytes: u64,
 }
 
 impl Journal {
@@ -94,6 +97,7 @@ impl Journal {
             tail_pos: 0,
             max_message_len: config.max_message_len,
             evicted: 0,
+            appended_bytes: 0,
         }
     }
 
@@ -114,6 +118,11 @@ impl Journal {
 
     /// Appends `msg`; returns its sequence number. Evicts the oldest messages as needed.
     pub fn append(&mut self, msg: &[u8]) -> Result<u64, JournalError> {
+        self.append_at(msg, 0)
+    }
+
+    /// Appends `msg`, recording `now` (monotonic ns) as its ingest time for latency measurement.
+    pub fn append_at(&mut self, msg: &[u8], now: u64) -> Result<u64, JournalError> {
         let len = msg.len();
         if len == 0 {
             return Err(JournalError::Empty);
@@ -148,9 +157,11 @@ impl Journal {
         self.index[slot] = Entry {
             pos: start,
             len: len as u32,
+            at: now,
         };
         self.next_seq += 1;
         self.write_pos = end;
+        self.appended_bytes += len as u64;
         Ok(seq)
     }
 
@@ -163,6 +174,12 @@ impl Journal {
         let e = self.index[self.slot(seq)];
         let p = (e.pos % self.data.len() as u64) as usize;
         Some(&self.data[p..p + e.len as usize])
+    }
+
+    /// When message `seq` was appended (as given to [`append_at`](Self::append_at)), if retained.
+    #[inline]
+    pub fn ingest_ns(&self, seq: u64) -> Option<u64> {
+        (seq >= self.first_seq && seq < self.next_seq).then(|| self.index[self.slot(seq)].at)
     }
 
     /// The sequence the next appended message will get (one past the newest).
@@ -190,6 +207,11 @@ impl Journal {
     /// Bytes spanned by the retained messages (padding included).
     pub fn bytes_used(&self) -> u64 {
         self.write_pos - self.tail_pos
+    }
+
+    /// Message bytes appended since creation.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes
     }
 
     /// Messages evicted since creation.
@@ -234,6 +256,9 @@ mod tests {
         assert_eq!(j.get(3).unwrap(), &[2u8; 5]);
         assert_eq!(j.get(0), None);
         assert_eq!(j.get(11), None);
+        let seq = j.append_at(&[9; 3], 12345).unwrap();
+        assert_eq!(j.ingest_ns(seq), Some(12345));
+        assert_eq!(j.ingest_ns(seq + 1), None);
     }
 
     #[test]

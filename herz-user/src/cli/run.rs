@@ -13,7 +13,7 @@ use crate::{
 
 /// Binds the distributor's sockets, starts the shield (or reports why it is off), then serves until
 /// SIGINT or SIGTERM.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, config_path: Option<std::path::PathBuf>, log_reload: crate::logging::LogReload) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     // Sockets first: a port in use fails the start before anything is attached in the kernel.
     let mut distributor = Distributor::bind(&config)?;
@@ -26,6 +26,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let state_dir = config.state.dir.clone();
     if let Err(e) = status::write(&state_dir, &status) {
         tracing::warn!(dir = %state_dir.display(), error = %e, "cannot write the status file; `herz stats` will not see this daemon's state");
+    }
+    if config.control.enabled {
+        let pin_path = match &status.shield {
+            ShieldState::Active { pin_path, .. } => Some(pin_path.clone()),
+            _ => None,
+        };
+        crate::control::start(
+            config.control.listen,
+            crate::control::ControlContext {
+                shared: distributor.shared(),
+                shield: status.shield.clone(),
+                pin_path,
+                started: distributor.started(),
+                config_path,
+                config: config.clone(),
+                log_reload,
+            },
+        )?;
     }
     tracing::info!(pid = std::process::id(), "herz running");
     let result = distributor.run(&mut signals);

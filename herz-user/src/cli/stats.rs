@@ -59,6 +59,7 @@ pub fn stats(pin_path: &Path, state_dir: &Path, json: bool, top: usize) -> anyho
             "pin_path": pin_path,
             "daemon_pid": daemon_pid,
             "global": globals_obj,
+            "drops": globals.drops(),
             "sources_tracked": tracked,
             "sources": sources,
         });
@@ -82,21 +83,35 @@ pub fn stats(pin_path: &Path, state_dir: &Path, json: bool, top: usize) -> anyho
     for (label, value) in &globals.0 {
         writeln!(out, "  {label:<22} {value:>14}")?;
     }
+    let drops = globals.drops();
+    writeln!(out, "\ndrops by reason ({} in all)", drops.total())?;
+    for (label, value) in &drops.0 {
+        writeln!(out, "  {label:<22} {value:>14}")?;
+    }
     writeln!(out, "\ntop sources ({tracked} tracked)")?;
     writeln!(
         out,
-        "  {:<40} {:>12} {:>14} {:>10} {:>10}",
-        "source", "packets", "bytes", "tcp_syn", "udp"
+        "  {:<40} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11}  {}",
+        "source", "packets", "bytes", "tcp_syn", "udp", "drops", "half_open", "established", "drop reasons"
     )?;
     for r in &sources {
+        let name = if r.trusted {
+            format!("{} (trusted)", r.source)
+        } else {
+            r.source.to_string()
+        };
         writeln!(
             out,
-            "  {:<40} {:>12} {:>14} {:>10} {:>10}",
-            r.source.to_string(),
+            "  {:<40} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11}  {}",
+            name,
             r.packets,
             r.bytes,
             r.tcp_syn,
-            r.udp
+            r.udp,
+            r.drops_total,
+            r.half_open,
+            r.established,
+            r.drops.summary()
         )?;
     }
     out.flush().context("writing to stdout")

@@ -61,6 +61,8 @@ pub struct Sent {
     pub messages: u64,
     /// Heartbeats.
     pub heartbeats: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
     /// Messages the channel skipped because they fell off the journal before it could send them.
     pub lost: u64,
 }
@@ -191,7 +193,9 @@ impl Channel {
             self.filled += 1;
         }
         if self.filled > self.unsent_from {
-            sent.packets += self.send_filled(now)?;
+            let (packets, bytes) = self.send_filled(now)?;
+            sent.packets += packets;
+            sent.bytes += bytes;
         } else if self.filled == 0
             && self.builders[0].is_empty()
             && now.saturating_sub(self.last_send) >= 1_000_000_000
@@ -206,7 +210,7 @@ impl Channel {
         Ok(sent)
     }
 
-    fn send_filled(&mut self, now: u64) -> io::Result<u64> {
+    fn send_filled(&mut self, now: u64) -> io::Result<(u64, u64)> {
         let mut slices: [&[u8]; batch::BATCH] = [&[]; batch::BATCH];
         let (from, to) = (self.unsent_from, self.filled);
         for (i, b) in self.builders[from..to].iter_mut().enumerate() {
@@ -219,6 +223,7 @@ impl Channel {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => to - from,
             Err(e) => return Err(e),
         };
+        let bytes: u64 = slices[..n].iter().map(|p| p.len() as u64).sum();
         self.unsent_from += n;
         if n > 0 {
             self.last_send = now;
@@ -235,7 +240,7 @@ impl Channel {
             self.filled = 0;
             self.unsent_from = 0;
         }
-        Ok(n as u64)
+        Ok((n as u64, bytes))
     }
 
     fn restart_open_packet(&mut self, next: u64) {

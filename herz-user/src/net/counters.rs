@@ -20,8 +20,10 @@ macro_rules! counters {
 counters! {
     /// Messages appended to the journal.
     journal_appended,
-    /// Bytes appended to the journal.
+    /// Message bytes appended to the journal.
     journal_bytes,
+    /// Bytes sent on channels (MoldUDP64 payloads).
+    channel_bytes,
     /// Messages received from TCP publishers.
     publisher_messages,
     /// Messages received from UDP feeds (delivered in order, after arbitration).
@@ -30,8 +32,8 @@ counters! {
     feed_packets,
     /// Messages delivered to TCP subscribers.
     subscriber_messages,
-    /// Bytes written to TCP subscribers.
-    subscriber_bytes,
+    /// Bytes written to TCP sessions (subscribers' streams, heartbeats, login answers).
+    session_bytes_out,
     /// MoldUDP64 packets sent on channels.
     channel_packets,
     /// Messages sent on channels.
@@ -83,6 +85,10 @@ counters! {
 /// Gauges: current values, set by the hot loop.
 #[derive(Debug, Default)]
 pub struct Gauges {
+    /// Subscribers by lag bucket: <= 0, <= 1k, <= 10k, <= 100k, > 100k messages.
+    pub lag_buckets: [AtomicU64; 5],
+    /// Last event-loop iteration, monotonic ns since start (liveness).
+    pub loop_alive_ns: AtomicU64,
     /// Journal head (next sequence).
     pub journal_head: AtomicU64,
     /// Journal tail (oldest retained sequence).
@@ -101,4 +107,71 @@ pub struct Gauges {
 #[inline]
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Relaxed);
+}
+
+/// Histogram bucket upper bounds are `2^(i + 10)` ns: 1.0 µs, 2.0 µs, ... up to about 8.6 s.
+pub const HISTOGRAM_BUCKETS: usize = 24;
+
+/// A lock-free histogram of nanosecond durations with power-of-two buckets: one relaxed atomic add
+/// per observation, read at scrape time.
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    buckets: [AtomicU64; HISTOGRAM_BUCKETS],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        Self { buckets: std::array::from_fn(|_| AtomicU64::new(0)), count: AtomicU64::new(0), sum_ns: AtomicU64::new(0) }
+    }
+}
+
+impl AtomicHistogram {
+    /// Records one duration.
+    #[inline]
+    pub fn record(&self, ns: u64) {
+        let bits = 64 - ns.leading_zeros() as usize;
+        let i = bits.saturating_sub(10).min(HISTOGRAM_BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// Upper bound of bucket `i`, seconds.
+    pub fn bound_secs(i: usize) -> f64 {
+        (1u64 << (i + 10)) as f64 / 1e9
+    }
+
+    /// (sum in seconds, count, cumulative buckets as (upper bound s, count)).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut cumulative = 0;
+        let mut out = Vec::with_capacity(HISTOGRAM_BUCKETS + 1);
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Relaxed);
+            out.push((Self::bound_secs(i), cumulative));
+        }
+        let count = self.count.load(Relaxed);
+        out.push((f64::INFINITY, count));
+        (self.sum_ns.load(Relaxed) as f64 / 1e9, count, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_bounded() {
+        let h = AtomicHistogram::default();
+        h.record(0);
+        h.record(1500); // 1.5 µs: second bucket (<= 2.048 µs)
+        h.record(u64::MAX);
+        let (_, count, b) = h.snapshot();
+        assert_eq!(count, 3);
+        assert_eq!(b[0].1, 1);
+        assert_eq!(b[1].1, 2);
+        assert_eq!(b[HISTOGRAM_BUCKETS - 1].1, 3);
+        assert_eq!(b.last().unwrap().1, 3);
+    }
 }

@@ -87,7 +87,7 @@ impl DemoFeed {
                 buf[..b.len()].copy_from_slice(&b);
                 b.len()
             };
-            if journal.append(&buf[..len]).is_ok() {
+            if journal.append_at(&buf[..len], now).is_ok() {
                 add(&counters.journal_appended, 1);
             }
             self.produced += 1;

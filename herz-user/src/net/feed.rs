@@ -38,6 +38,7 @@ pub struct Feed {
     batch: RecvBatch,
     log: RateLimitedLog,
     max_message_len: usize,
+    delivered_bytes: u64,
 }
 
 impl Feed {
@@ -75,6 +76,7 @@ impl Feed {
             batch: RecvBatch::default(),
             log: RateLimitedLog::new(5),
             max_message_len,
+            delivered_bytes: 0,
         })
     }
 
@@ -153,6 +155,16 @@ impl Feed {
         );
     }
 
+    /// Messages delivered to the journal so far.
+    pub fn delivered(&self) -> u64 {
+        self.arbiter.counters().delivered
+    }
+
+    /// Message bytes delivered to the journal so far.
+    pub fn delivered_bytes(&self) -> u64 {
+        self.delivered_bytes
+    }
+
     /// Nanoseconds until [`on_timer`](Self::on_timer) has work.
     pub fn next_deadline(&self, now: u64) -> u64 {
         self.arbiter
@@ -177,7 +189,7 @@ fn handle(
                 add(&counters.messages_refused, 1);
                 return;
             }
-            if journal.append(bytes).is_ok() {
+            if journal.append_at(bytes, now).is_ok() {
                 add(&counters.feed_messages, 1);
                 add(&counters.journal_appended, 1);
             }

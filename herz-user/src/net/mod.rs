@@ -33,7 +33,7 @@ use mio::{Events, Interest, Poll, Token, net::TcpListener, unix::SourceFd};
 use slab::Slab;
 
 use crate::config::Config;
-use counters::{Counters, Gauges, add};
+use counters::{AtomicHistogram, Counters, Gauges, add};
 use ratelog::RateLimitedLog;
 use session::{CloseReason, Ctx, LagAction, Pump, Role, Session, State};
 
@@ -44,13 +44,100 @@ const REREQUEST: Token = Token(3);
 const FEED_BASE: usize = 100;
 const SESSION_BASE: usize = 10_000;
 
-/// Shared view of the hot loop for the control plane.
+/// Shared view of the hot loop for the control plane: atomics written by the loop, read at scrape
+/// time; a state snapshot refreshed twice a second.
 #[derive(Debug, Default)]
 pub struct Shared {
     /// Counters.
     pub counters: Counters,
     /// Gauges.
     pub gauges: Gauges,
+    /// End-to-end latency, journal ingest to socket write (one observation per write, for the newest
+    /// message it carried).
+    pub latency: AtomicHistogram,
+    /// Event-loop iteration time (from waking up to waiting again).
+    pub loop_time: AtomicHistogram,
+    /// Per feed, in configuration order.
+    pub feeds: Vec<NamedStats>,
+    /// Per channel, in configuration order.
+    pub channels: Vec<NamedStats>,
+    /// Operator's view, refreshed by the loop.
+    pub state: std::sync::Mutex<StateSnapshot>,
+}
+
+/// Counters of one feed or channel (label values come from the configuration, so they are bounded).
+#[derive(Debug, Default)]
+pub struct NamedStats {
+    /// Feed or channel name.
+    pub name: String,
+    /// Messages in (feed) or out (channel).
+    pub messages: std::sync::atomic::AtomicU64,
+    /// Packets in or out.
+    pub packets: std::sync::atomic::AtomicU64,
+    /// Message bytes in (feed) or payload bytes out (channel).
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Monotonic ns of the last packet (feeds).
+    pub last_packet_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The operator's JSON view (`/state`).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct StateSnapshot {
+    /// Journal session name.
+    pub session: String,
+    /// Next journal sequence.
+    pub journal_head: u64,
+    /// Oldest retained sequence.
+    pub journal_tail: u64,
+    /// Every session.
+    pub sessions: Vec<SessionView>,
+    /// Channels.
+    pub channels: Vec<ChannelView>,
+    /// Feeds.
+    pub feeds: Vec<FeedView>,
+}
+
+/// One session in [`StateSnapshot`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionView {
+    /// Remote address.
+    pub peer: String,
+    /// Username (empty before login).
+    pub user: String,
+    /// subscriber | publisher.
+    pub role: &'static str,
+    /// awaiting-login | active | closing.
+    pub state: &'static str,
+    /// Messages behind the journal head (subscribers).
+    pub lag: u64,
+    /// Slow-consumer policy.
+    pub policy: &'static str,
+    /// Messages sent.
+    pub sent: u64,
+    /// Bytes queued in Herz.
+    pub queued: usize,
+}
+
+/// One channel in [`StateSnapshot`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelView {
+    /// Name.
+    pub name: String,
+    /// Group.
+    pub group: String,
+    /// Next channel sequence.
+    pub next_seq: u64,
+}
+
+/// One feed in [`StateSnapshot`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedView {
+    /// Name.
+    pub name: String,
+    /// Messages delivered to the journal.
+    pub messages: u64,
+    /// Seconds since the last packet (None: never).
+    pub idle_secs: Option<f64>,
 }
 
 /// Monotonic nanoseconds since the loop started.
@@ -79,6 +166,7 @@ pub struct Distributor {
     demo: Option<demo::DemoFeed>,
     shared: Arc<Shared>,
     logs: Logs,
+    last_snapshot: u64,
     /// Sessions whose read budget ran out: read again next iteration (edge-triggered events will not
     /// say so).
     reread: Vec<usize>,
@@ -209,7 +297,12 @@ impl Distributor {
             feeds,
             rerequest,
             demo,
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared {
+                feeds: config.feeds.iter().map(|f| NamedStats { name: f.name.clone(), ..Default::default() }).collect(),
+                channels: config.channels.iter().map(|c| NamedStats { name: c.name.clone(), ..Default::default() }).collect(),
+                ..Default::default()
+            }),
+            last_snapshot: 0,
             reread: Vec::new(),
             logs: Logs {
                 closes: RateLimitedLog::new(10),
@@ -222,6 +315,11 @@ impl Distributor {
     /// The counters and gauges the control plane reads.
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// The instant the loop's monotonic clock counts from.
+    pub fn started(&self) -> Instant {
+        self.clock.0
     }
 
     /// The session name subscribers log in to.
@@ -287,6 +385,7 @@ impl Distributor {
                     }
                 }
             }
+            self.shared.gauges.loop_alive_ns.store(now, std::sync::atomic::Ordering::Relaxed);
             for key in std::mem::take(&mut self.reread) {
                 self.read_session(key, now);
             }
@@ -298,6 +397,7 @@ impl Distributor {
             }
             self.fan_out(now);
             self.timers(now);
+            self.shared.loop_time.record(self.clock.now().saturating_sub(now));
         }
     }
 
@@ -536,12 +636,15 @@ impl Distributor {
             if !s.writable {
                 continue;
             }
-            let sent_before = s.sent;
+            let (sent_before, bytes_before) = (s.sent, s.bytes_out);
             let result = s.pump(&self.journal, now);
-            add(
-                &self.shared.counters.subscriber_messages,
-                s.sent - sent_before,
-            );
+            add(&self.shared.counters.session_bytes_out, s.bytes_out - bytes_before);
+            if s.sent > sent_before {
+                add(&self.shared.counters.subscriber_messages, s.sent - sent_before);
+                if let Some(at) = self.journal.ingest_ns(s.cursor - 1).filter(|at| *at > 0) {
+                    self.shared.latency.record(self.clock.now().saturating_sub(at));
+                }
+            }
             if let Pump::Failed(kind) = result {
                 to_close.push((key, CloseReason::SocketError(kind)));
             }
@@ -556,11 +659,19 @@ impl Distributor {
             .store(self.journal.head(), std::sync::atomic::Ordering::Relaxed);
         g.journal_tail
             .store(self.journal.tail(), std::sync::atomic::Ordering::Relaxed);
-        for c in &mut self.channels {
+        self.shared
+            .counters
+            .journal_bytes
+            .store(self.journal.appended_bytes(), std::sync::atomic::Ordering::Relaxed);
+        for (i, c) in self.channels.iter_mut().enumerate() {
             // A few rounds: each round can fill one sendmmsg batch.
             for _ in 0..8 {
                 match c.pump(&self.journal, now) {
                     Ok(sent) => {
+                        add(&self.shared.channels[i].messages, sent.messages);
+                        add(&self.shared.channels[i].packets, sent.packets);
+                        add(&self.shared.channels[i].bytes, sent.bytes);
+                        add(&self.shared.counters.channel_bytes, sent.bytes);
                         add(&self.shared.counters.channel_packets, sent.packets);
                         add(&self.shared.counters.channel_messages, sent.messages);
                         add(&self.shared.counters.channel_heartbeats, sent.heartbeats);
@@ -579,7 +690,82 @@ impl Distributor {
         }
     }
 
+    fn snapshot(&mut self, now: u64) {
+        if now.saturating_sub(self.last_snapshot) < 500_000_000 {
+            return;
+        }
+        self.last_snapshot = now;
+        let head = self.journal.head();
+        let mut lag_buckets = [0u64; 5];
+        let sessions = self
+            .sessions
+            .iter()
+            .map(|(_, s)| {
+                let lag = if s.role == Role::Subscriber && s.state == State::Active { s.lag(&self.journal) } else { 0 };
+                if s.role == Role::Subscriber && s.state == State::Active {
+                    let b = match lag {
+                        0 => 0,
+                        1..=1_000 => 1,
+                        1_001..=10_000 => 2,
+                        10_001..=100_000 => 3,
+                        _ => 4,
+                    };
+                    lag_buckets[b] += 1;
+                }
+                SessionView {
+                    peer: s.peer.to_string(),
+                    user: s.user.clone(),
+                    role: if s.role == Role::Subscriber { "subscriber" } else { "publisher" },
+                    state: match s.state {
+                        State::AwaitingLogin => "awaiting-login",
+                        State::Active => "active",
+                        State::Closing => "closing",
+                    },
+                    lag,
+                    policy: match s.policy {
+                        crate::config::SlowConsumerPolicy::Disconnect => "disconnect",
+                        crate::config::SlowConsumerPolicy::DropOldest => "drop-oldest",
+                        crate::config::SlowConsumerPolicy::Conflate => "conflate",
+                    },
+                    sent: s.sent,
+                    queued: s.queued(),
+                }
+            })
+            .collect();
+        for (g, v) in self.shared.gauges.lag_buckets.iter().zip(lag_buckets) {
+            g.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+        let snap = StateSnapshot {
+            session: self.session_name.to_string(),
+            journal_head: head,
+            journal_tail: self.journal.tail(),
+            sessions,
+            channels: self
+                .channels
+                .iter()
+                .map(|c| ChannelView { name: c.name.clone(), group: c.group.to_string(), next_seq: c.next_seq })
+                .collect(),
+            feeds: self
+                .shared
+                .feeds
+                .iter()
+                .map(|f| {
+                    let last = f.last_packet_ns.load(std::sync::atomic::Ordering::Relaxed);
+                    FeedView {
+                        name: f.name.clone(),
+                        messages: f.messages.load(std::sync::atomic::Ordering::Relaxed),
+                        idle_secs: (last > 0).then(|| now.saturating_sub(last) as f64 / 1e9),
+                    }
+                })
+                .collect(),
+        };
+        if let Ok(mut st) = self.shared.state.lock() {
+            *st = snap;
+        }
+    }
+
     fn timers(&mut self, now: u64) {
+        self.snapshot(now);
         let hb = self.config.subscribers.heartbeat_ms * 1_000_000;
         let timeout = self.config.subscribers.timeout_ms * 1_000_000;
         let mut to_close = Vec::new();
@@ -608,6 +794,10 @@ impl Distributor {
     fn read_feed(&mut self, i: usize, line: usize, now: u64) {
         if let Some(f) = self.feeds.get_mut(i) {
             f.on_readable(line, now, &mut self.journal, &self.shared.counters);
+            let stats = &self.shared.feeds[i];
+            stats.messages.store(f.delivered(), std::sync::atomic::Ordering::Relaxed);
+            stats.bytes.store(f.delivered_bytes(), std::sync::atomic::Ordering::Relaxed);
+            stats.last_packet_ns.store(now, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

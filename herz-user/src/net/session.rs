@@ -145,6 +145,8 @@ pub struct Session {
     pub writable: bool,
     /// Messages sent to this subscriber.
     pub sent: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -198,6 +200,7 @@ impl Session {
             last_tx: now,
             writable: true,
             sent: 0,
+            bytes_out: 0,
         }
     }
 
@@ -289,7 +292,7 @@ impl Session {
                                 msg.len()
                             )))
                         } else {
-                            match journal.append(msg) {
+                            match journal.append_at(msg, ctx.now) {
                                 Ok(seq) => {
                                     on_message(Ok(seq));
                                     None
@@ -409,6 +412,7 @@ impl Session {
                 Ok(0) => return Pump::Failed(io::ErrorKind::WriteZero),
                 Ok(n) => {
                     self.out_pos += n;
+                    self.bytes_out += n as u64;
                     self.last_tx = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -1,24 +1,40 @@
 //! The kernel shield: loading Herz's eBPF programs, attaching them, pinning their maps, and reading them.
 //!
-//! Attach order on start: load → fill the port map → attach XDP (driver mode, falling back to generic) and
-//! tc ingress/egress on every configured interface → pin maps. Links are owned by this process (bpf_link
-//! fds), so the kernel detaches them when the daemon exits, even when it is killed; only the pinned maps
-//! outlive it, and the next start removes those before pinning fresh ones.
+//! Attach order on start: load → pin maps → write the configuration (ports, thresholds, lists) → attach
+//! XDP (driver mode, falling back to generic) and tc ingress/egress on every configured interface → start
+//! the event thread. The first packet the programs see is already policed by the configuration. Links
+//! are owned by this process (bpf_link fds), so the kernel detaches them when the daemon exits, even
+//! when it is killed; only the pinned maps outlive it, and the next start removes those before pinning
+//! fresh ones.
+//!
+//! - [`pinned`]: reading and writing the pinned maps from any process (`herz stats`, `herz block`, ...).
+//! - [`apply`]: the configuration into the maps, at start and live.
+//! - [`ShieldHandle`]: trusting logged-in subscribers from the distributor.
+//! - [`events`]: the ring buffer and blocklist sweeps, as rate-limited log lines and counters.
 
+pub mod apply;
 mod bpffs;
+pub mod cidr;
+pub mod events;
+mod handle;
 pub mod pinned;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::HashMap as BpfHashMap,
+    maps::{MapData, RingBuf},
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
-use herz_common::{IPPROTO_TCP, IPPROTO_UDP, PortKey, PortRole};
 
 use crate::config::{Config, XdpAttachMode};
-pub use bpffs::PinDirLock;
+pub use bpffs::{PinDirLock, ensure_mounted};
+pub use cidr::{Cidr, format_duration, parse_duration};
+pub use events::{Event, EventStats};
+pub use handle::{ShieldHandle, TrustCounts};
 
 /// Default pin directory.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/herz";
@@ -93,6 +109,9 @@ pub enum ShieldError {
     /// Another daemon holds the pin directory.
     #[error("another herz daemon is running with shield.pin_path = {0}")]
     PinPathInUse(PathBuf),
+    /// Nothing is pinned where the maps were looked for.
+    #[error("no shield loaded at {0} (is `herz run` up with the shield active, with this shield.pin_path?)")]
+    NotLoaded(PathBuf),
 }
 
 impl ShieldError {
@@ -159,8 +178,10 @@ pub struct Attachment {
     pub xdp_mode: &'static str,
 }
 
-/// A running shield: programs attached, maps pinned. Dropping it detaches and unpins.
+/// A running shield: programs attached, maps pinned, event thread running. Dropping it stops the
+/// thread, detaches and unpins.
 pub struct Shield {
+    events: Option<events::EventPump>,
     ebpf: Option<Ebpf>,
     lock: PinDirLock,
     pin_path: PathBuf,
@@ -195,7 +216,7 @@ impl Shield {
         }
         let pin_path = config.shield.pin_path.clone();
         // Loading first tells a missing privilege apart from everything else, before bpffs is touched.
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .map_err(|e| ShieldError::from_load(&e))?;
         bpffs::ensure_mounted(&pin_path)?;
@@ -206,16 +227,50 @@ impl Shield {
         }
         // From here on, a failure must leave nothing behind: `shield` cleans up on drop.
         let mut shield = Shield {
-            ebpf: None,
+            events: None,
+            ebpf: Some(ebpf),
             lock,
             pin_path,
             attachments: Vec::new(),
         };
-        write_ports(&mut ebpf, config)?;
-        shield.attachments = attach_all(&mut ebpf, config)?;
-        shield.ebpf = Some(ebpf);
         shield.pin_maps()?;
+        // Configure through the pins, exactly as a live `herz shield reload` does, before any packet
+        // reaches the programs.
+        let applied = apply::apply_config(&shield.pin_path, config)?;
+        tracing::debug!(?applied, "shield configuration written");
+        let ebpf = shield.ebpf.as_mut().expect("loaded");
+        shield.attachments = attach_all(ebpf, config)?;
+        let ring = ebpf
+            .take_map(herz_common::maps::EVENTS)
+            .ok_or(ShieldError::Map {
+                map: herz_common::maps::EVENTS,
+                reason: "missing from the object".into(),
+            })?;
+        let ring = RingBuf::<MapData>::try_from(ring)
+            .map_err(pinned::map_error(herz_common::maps::EVENTS))?;
+        let tc_ingress = ebpf
+            .program(programs::TC_INGRESS)
+            .and_then(|p| p.fd().ok())
+            .and_then(|fd| {
+                use std::os::fd::AsFd as _;
+                fd.as_fd().try_clone_to_owned().ok()
+            });
+        shield.events = Some(events::EventPump::spawn(
+            ring,
+            shield.pin_path.clone(),
+            tc_ingress,
+        )?);
         Ok(shield)
+    }
+
+    /// A handle for trusting logged-in subscribers ([`ShieldHandle::trust`] / [`ShieldHandle::untrust`]).
+    pub fn handle(&self) -> Result<ShieldHandle, ShieldError> {
+        ShieldHandle::open(&self.pin_path)
+    }
+
+    /// Counters of the events seen so far (for metrics).
+    pub fn event_stats(&self) -> Option<Arc<EventStats>> {
+        self.events.as_ref().map(|e| e.stats())
     }
 
     fn pin_maps(&mut self) -> Result<(), ShieldError> {
@@ -247,7 +302,8 @@ impl Shield {
 
 impl Drop for Shield {
     fn drop(&mut self) {
-        // Detach first (dropping the Ebpf closes the link fds), then unpin.
+        // Stop the event thread, detach (dropping the Ebpf closes the link fds), then unpin.
+        drop(self.events.take());
         drop(self.ebpf.take());
         self.lock.remove_all();
         tracing::info!(path = %self.pin_path.display(), "shield detached and unpinned");
@@ -259,42 +315,6 @@ fn nix_ifindex(name: &str) -> Option<u32> {
     // SAFETY: valid C string.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
-}
-
-fn write_ports(ebpf: &mut Ebpf, config: &Config) -> Result<(), ShieldError> {
-    let name = herz_common::maps::PORTS;
-    let map = ebpf.map_mut(name).ok_or(ShieldError::Map {
-        map: name,
-        reason: "missing from the object".into(),
-    })?;
-    let mut ports: BpfHashMap<_, PortKey, u32> =
-        BpfHashMap::try_from(map).map_err(|e| ShieldError::Map {
-            map: name,
-            reason: e.to_string(),
-        })?;
-    let sub = config.subscribers.listen.port();
-    for port in config.shield_tcp_ports() {
-        let role = if port == sub {
-            PortRole::SUBSCRIBER
-        } else {
-            PortRole::PUBLISHER
-        };
-        ports
-            .insert(PortKey::new(IPPROTO_TCP, port), role, 0)
-            .map_err(|e| ShieldError::Map {
-                map: name,
-                reason: e.to_string(),
-            })?;
-    }
-    for port in config.shield_udp_ports() {
-        ports
-            .insert(PortKey::new(IPPROTO_UDP, port), PortRole::FEED, 0)
-            .map_err(|e| ShieldError::Map {
-                map: name,
-                reason: e.to_string(),
-            })?;
-    }
-    Ok(())
 }
 
 fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, ShieldError> {

@@ -1,0 +1,297 @@
+//! `herz-bench`: Herz's benchmark suite. Normally run through `cargo xtask bench [SCENARIO...]
+//! [--quick]`, which installs the peers (nats-server, libzmq), builds herz and this bench in release
+//! mode, and writes report.json, report.md and PNG plots under target/bench/.
+//!
+//! Scenarios (every figure measured from the subscriber side, every message checked):
+//! - `fanout`: msgs/s delivered to 1, 4, 16 subscribers over TCP and multicast, Herz vs raw sockets.
+//! - `peers`: the same shape across Herz, nats-server, ZeroMQ and the raw ceilings.
+//! - `latency`: one-way latency percentiles at fixed offered rates.
+//!
+//! See docs/PERFORMANCE.md for the method and the results.
+
+mod msg;
+mod plot;
+mod pubs;
+mod recv;
+mod report;
+mod run;
+mod scenarios;
+mod servers;
+mod sys;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+
+use report::{Meta, Report, Versions};
+use run::Env;
+use scenarios::Plan;
+
+const USAGE: &str = "\
+usage: herz-bench [SCENARIO...] [--quick] [--runs N] [--latency-subs N] [--latency-secs S]
+                  [--herz PATH] [--nats-server PATH] [--out DIR] [--verbose]
+
+SCENARIO: fanout | peers | latency (default: all three)
+  --quick            1 run per point, fewer points, shorter runs (the whole suite in minutes)
+  --runs N           runs per point (default 3, or 1 with --quick); figures are medians
+  --latency-subs N   subscribers in latency runs (default 1)
+  --latency-secs S   seconds per latency run (default 5, or 2 with --quick)
+  --herz PATH        the herz binary (default: target/release/herz)
+  --nats-server PATH nats-server binary (default: nats-server on PATH)
+  --out DIR          where report.json, report.md and the plots go (default: target/bench)
+";
+
+struct Args {
+    scenarios: Vec<String>,
+    quick: bool,
+    runs: Option<usize>,
+    latency_subs: usize,
+    latency_secs: Option<u64>,
+    herz: PathBuf,
+    nats: String,
+    out: PathBuf,
+    verbose: bool,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let root = workspace_root();
+    let mut a = Args {
+        scenarios: Vec::new(),
+        quick: false,
+        runs: None,
+        latency_subs: 1,
+        latency_secs: None,
+        herz: root.join("target/release/herz"),
+        nats: "nats-server".into(),
+        out: root.join("target/bench"),
+        verbose: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--quick" => a.quick = true,
+            "--verbose" => a.verbose = true,
+            "--runs" => a.runs = Some(value("--runs")?.parse().context("--runs")?),
+            "--latency-subs" => a.latency_subs = value("--latency-subs")?.parse().context("--latency-subs")?,
+            "--latency-secs" => a.latency_secs = Some(value("--latency-secs")?.parse().context("--latency-secs")?),
+            "--herz" => a.herz = value("--herz")?.into(),
+            "--nats-server" => a.nats = value("--nats-server")?,
+            "--out" => a.out = value("--out")?.into(),
+            s @ ("fanout" | "peers" | "latency") => {
+                if !a.scenarios.iter().any(|x| x == s) {
+                    a.scenarios.push(s.into());
+                }
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    if a.scenarios.is_empty() {
+        a.scenarios = vec!["fanout".into(), "peers".into(), "latency".into()];
+    }
+    if a.runs == Some(0) || a.latency_subs == 0 || a.latency_secs == Some(0) {
+        bail!("--runs, --latency-subs and --latency-secs must be positive");
+    }
+    Ok(a)
+}
+
+/// Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn notes(env: &Env, plan: &Plan) -> Vec<String> {
+    vec![
+        "Everything runs on this one host over loopback (127.0.0.1) and multicast groups in 239.0.0.0/8 \
+         on lo; publisher, server and every subscriber share its cores, so a system that needs fewer CPU \
+         cycles per message also leaves more for its subscribers."
+            .into(),
+        "Message: a Herz quote-shaped message (type 'Q', 8-byte symbol), CLOCK_MONOTONIC send time at \
+         offset 9, bench sequence number at offset 17, padded to the message size. The same bytes are the \
+         SoupBinTCP / MoldUDP64 / NATS / ZeroMQ payload."
+            .into(),
+        "Throughput runs: an unpaced publisher sends N messages (about 8 M deliveries per run in full mode, \
+         3 M in quick mode; 100k to 1M messages per subscriber); each server buffers what its subscribers \
+         have not read yet (Herz: a journal that holds the run; nats-server: max_pending 1 GiB; ZeroMQ: HWM \
+         50 M with ZMQ_XPUB_NODROP). msgs/s = messages delivered to all subscribers / (last message seen by \
+         the last subscriber − start signal)."
+            .into(),
+        "Verification: every subscriber checks every message. SoupBinTCP: implicit sequence numbers \
+         contiguous from 1 and equal to the bench number; MoldUDP64: packet sequence numbers equal to the \
+         bench number, gaps counted as loss (the bench's multicast receiver does not re-request, so loss is \
+         visible); NATS and ZeroMQ: the bench number contiguous. A run with any loss, reordering, \
+         duplicate, corruption or skip marker is invalid; medians are taken over valid runs only, and a \
+         figure with no valid run is marked ✗."
+            .into(),
+        format!(
+            "Multicast: receivers join on 127.0.0.1 with a {} MiB receive buffer (SO_RCVBUFFORCE); senders \
+             set IP_MULTICAST_IF 127.0.0.1. Herz's channel runs with flush_us = 200 (its default) in \
+             throughput runs and flush_us = {} in latency runs.",
+            recv::MCAST_RCVBUF >> 20,
+            env.latency_flush_us
+        ),
+        "Server CPU: utime+stime from /proc/PID/stat of the herz daemon and of nats-server (ingest from \
+         the publisher plus fan-out); for ZeroMQ there is no broker, so the bench's publisher thread plus \
+         its libzmq context's I/O threads are counted (/proc/self/task/TID/stat); for the raw baselines \
+         the bench's sending thread. The raw baselines do no ingest at all: they are the ceiling for \
+         pushing the same bytes. Resolution: one clock tick (10 ms)."
+            .into(),
+        "Clients: Herz and the raw TCP baseline are read with herz_client::SoupSubscriber::poll; multicast \
+         with a recvmmsg receiver using herz_core's MoldUDP64 parser; ZeroMQ with libzmq SUB sockets (one \
+         context per subscriber, as separate processes would have); NATS with a minimal protocol client \
+         in the bench (one buffer, no allocation per message) so that client overhead does not decide the \
+         server comparison."
+            .into(),
+        format!(
+            "Latency runs: a paced publisher (1 ns timer slack) stamps each batch with CLOCK_MONOTONIC when \
+             it hands it to the system; subscribers record receive time − stamp into HDR histograms (3 \
+             significant digits) after a 0.2 s warm-up; {} subscriber(s), {} s per run. The raw baselines \
+             write straight from the publisher to the subscribers (no broker hop); ZeroMQ has no broker \
+             either; Herz and NATS add one hop.",
+            plan.latency_subs, plan.latency_secs
+        ),
+        format!(
+            "Runs per point: {}; the systems of a point are interleaved run by run. Each run starts a fresh \
+             server.",
+            plan.runs
+        ),
+    ]
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("herz-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    if !args.herz.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p herz-user` (or run `cargo xtask bench`)",
+            args.herz.display()
+        );
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let plan = Plan {
+        quick: args.quick,
+        runs: args.runs.unwrap_or(if args.quick { 1 } else { 3 }),
+        latency_subs: args.latency_subs,
+        latency_secs: args.latency_secs.unwrap_or(if args.quick { 2 } else { 5 }),
+    };
+    let env = Env {
+        herz_bin: args.herz.clone(),
+        nats_bin: args.nats.clone(),
+        tmp: args.out.join("tmp"),
+        time_limit: Duration::from_secs(if args.quick { 40 } else { 90 }),
+        latency_flush_us: 0,
+        verbose: args.verbose,
+    };
+    let started = Instant::now();
+    let started_utc = utc_now();
+    let machine = sys::Machine::probe();
+    let (zmaj, zmin, zpatch) = zmq::version();
+    let versions = Versions {
+        herz: sys::version_of(args.herz.to_str().unwrap_or("herz"), &["--version"]),
+        nats_server: sys::version_of(&args.nats, &["--version"]),
+        libzmq: format!("{zmaj}.{zmin}.{zpatch} (system library, linked through the zmq crate)"),
+        rustc: sys::version_of("rustc", &["--version"]),
+        herz_bench: env!("CARGO_PKG_VERSION").into(),
+    };
+    eprintln!(
+        "herz-bench: {} on {} ({} cores, load {}); herz: {}; nats-server: {}; libzmq {}",
+        args.scenarios.join(", "),
+        machine.cpu_model,
+        machine.cores,
+        machine.loadavg_at_start,
+        versions.herz,
+        versions.nats_server,
+        versions.libzmq
+    );
+    let mut results = Vec::new();
+    for s in &args.scenarios {
+        let r = match s.as_str() {
+            "fanout" => scenarios::fanout(&env, &plan),
+            "peers" => scenarios::peers(&env, &plan),
+            "latency" => scenarios::latency(&env, &plan),
+            _ => unreachable!("validated"),
+        };
+        results.push(r);
+    }
+    let _ = std::fs::remove_dir_all(&env.tmp);
+    let mut command = String::from("cargo xtask bench");
+    for s in &args.scenarios {
+        if args.scenarios.len() < 3 {
+            command.push(' ');
+            command.push_str(s);
+        }
+    }
+    if args.quick {
+        command.push_str(" --quick");
+    }
+    if let Some(r) = args.runs {
+        command.push_str(&format!(" --runs {r}"));
+    }
+    let report = Report {
+        meta: Meta {
+            started_utc,
+            wall_s: started.elapsed().as_secs_f64(),
+            command,
+            quick: args.quick,
+            runs_per_point: plan.runs,
+            machine,
+            versions,
+            notes: notes(&env, &plan),
+        },
+        scenarios: results,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(args.out.join("report.json"), json)?;
+    let text = plot::init_font();
+    let plots = plot::write_all(&args.out, &report.scenarios, text);
+    let mut md = report::markdown(&report, &plots);
+    md.push('\n');
+    md.push_str(&plot::legend_md());
+    if !text {
+        md.push_str(" (No TTF font was found, so the plots carry no text: x = subscribers or offered rate, y = msgs/s or µs.)");
+    }
+    md.push('\n');
+    std::fs::write(args.out.join("report.md"), &md)?;
+    eprintln!(
+        "herz-bench: wrote {}/report.json, report.md{} in {:.0} s",
+        args.out.display(),
+        plots.iter().map(|p| format!(", {p}")).collect::<String>(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

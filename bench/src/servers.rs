@@ -1,0 +1,212 @@
+//! The external servers under test: a `herz run` daemon and a `nats-server`, each configured for
+//! one run in a scratch directory and stopped (SIGTERM, then SIGKILL) when dropped.
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    pubs::{Load, SESSION},
+    recv::NatsConn,
+    sys::{ChildGuard, free_tcp_port, free_udp_port},
+};
+
+/// Herz's multicast channel for a run.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelSpec {
+    /// Group and port.
+    pub group: SocketAddrV4,
+    /// `flush_us` of the channel.
+    pub flush_us: u64,
+}
+
+/// A running `herz run`.
+#[derive(Debug)]
+pub struct HerzDaemon {
+    guard: ChildGuard,
+    /// Subscriber endpoint.
+    pub sub_addr: SocketAddr,
+    /// Publisher endpoint.
+    pub pub_addr: SocketAddr,
+    /// The daemon's log.
+    pub log: PathBuf,
+}
+
+impl HerzDaemon {
+    /// Starts a daemon with the shield and the demo feed off, a journal that holds the whole run (no
+    /// subscriber can fall off it: `max_lag` equals the journal size), and optionally one multicast
+    /// channel on 127.0.0.1.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        subs: usize,
+        load: &Load,
+        channel: Option<ChannelSpec>,
+    ) -> anyhow::Result<Self> {
+        let sub_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        let pub_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        let rr_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+        let max_messages = (load.n + 1024).max(65_536);
+        let max_bytes = (max_messages * load.size as u64 + (4 << 20)).max(16 << 20);
+        let channel_toml = channel
+            .map(|c| {
+                format!(
+                    "[[channels]]\nname = \"bench\"\ngroup = \"{}\"\ninterface = \"127.0.0.1\"\nflush_us = {}\n",
+                    c.group, c.flush_us
+                )
+            })
+            .unwrap_or_default();
+        let toml = format!(
+            r#"# herz-bench: one run.
+[shield]
+enabled = false
+
+[demo]
+enabled = false
+
+[state]
+dir = "{state}"
+
+[journal]
+session = "{SESSION}"
+max_messages = {max_messages}
+max_bytes = {max_bytes}
+
+[subscribers]
+listen = "{sub_addr}"
+max_lag = {max_messages}
+max_sessions = {max_sessions}
+
+[[subscribers.users]]
+name = "demo"
+password = "demo"
+
+[publishers]
+listen = "{pub_addr}"
+
+[[publishers.users]]
+name = "feed"
+password = "feed"
+
+[rerequest]
+listen = "{rr_addr}"
+
+{channel_toml}"#,
+            state = dir.join("state").display(),
+            max_sessions = subs + 16,
+        );
+        let config = dir.join("herz.toml");
+        fs::write(&config, toml)?;
+        let log = dir.join("herz.log");
+        let mut cmd = Command::new(bin);
+        cmd.args(["--config", config.to_str().unwrap(), "run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?);
+        let mut guard = ChildGuard::spawn(cmd, "herz")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("distributor serving")
+            {
+                break;
+            }
+            if let Err(e) = guard.check_alive() {
+                bail!("{e}; log:\n{}", fs::read_to_string(&log).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "herz did not start serving within 20 s; log:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(HerzDaemon {
+            guard,
+            sub_addr,
+            pub_addr,
+            log,
+        })
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// Fails (with the end of the log) if the daemon died.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.guard.check_alive().map_err(|e| {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            anyhow::anyhow!("{e}; log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        })
+    }
+}
+
+/// A running `nats-server` (core NATS, no JetStream).
+#[derive(Debug)]
+pub struct NatsServer {
+    guard: ChildGuard,
+    /// Client endpoint.
+    pub addr: SocketAddr,
+}
+
+impl NatsServer {
+    /// Starts nats-server on a free loopback port. Slow-consumer limits are raised so that a
+    /// bounded run fits in its per-client buffers, as Herz's journal holds it: `max_pending` 1 GiB,
+    /// `write_deadline` 60 s. A run that still trips them is reported with its loss.
+    pub fn start(bin: &str, dir: &Path) -> anyhow::Result<Self> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        let conf = dir.join("nats.conf");
+        fs::write(
+            &conf,
+            format!(
+                "# herz-bench: one run.\nlisten: \"{addr}\"\nmax_payload: 1048576\nmax_pending: 1073741824\nwrite_deadline: \"60s\"\nmax_connections: 4096\n"
+            ),
+        )?;
+        let log = dir.join("nats.log");
+        let mut cmd = Command::new(bin);
+        cmd.args(["-c", conf.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?);
+        let mut guard = ChildGuard::spawn(cmd, "nats-server")
+            .context("is nats-server installed? (`cargo xtask bench` installs it)")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Err(e) = guard.check_alive() {
+                bail!("{e}; log:\n{}", fs::read_to_string(&log).unwrap_or_default());
+            }
+            if NatsConn::connect(addr, "bench-probe").is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "nats-server did not accept clients within 20 s; log:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(NatsServer { guard, addr })
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// Fails if the server died.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.guard.check_alive()
+    }
+}

@@ -1,0 +1,133 @@
+//! The control plane: a tokio runtime on its own thread serving `/metrics`, `/healthz` and `/state`,
+//! and handling SIGHUP (live reload). It only reads what the hot loop publishes (atomics, a snapshot
+//! refreshed twice a second) and never blocks it.
+
+pub mod metrics;
+mod reload;
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::registry::Registry;
+
+use crate::{logging::LogReload, net::Shared, status::ShieldState};
+
+/// What the control plane needs.
+#[derive(Debug, Clone)]
+pub struct ControlContext {
+    /// The hot loop's shared state.
+    pub shared: Arc<Shared>,
+    /// The shield's state at start.
+    pub shield: ShieldState,
+    /// Pin path when the shield is active.
+    pub pin_path: Option<PathBuf>,
+    /// When the loop started (its clock's zero).
+    pub started: Instant,
+    /// Config file to re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// The configuration in force.
+    pub config: crate::config::Config,
+    /// Log filter handle.
+    pub log_reload: LogReload,
+}
+
+struct AppState {
+    ctx: ControlContext,
+    registry: Registry,
+}
+
+/// Binds the HTTP endpoint (failing the start if it cannot) and serves it on a new thread.
+pub fn start(listen: SocketAddr, ctx: ControlContext) -> anyhow::Result<()> {
+    let std_listener = std::net::TcpListener::bind(listen).with_context(|| format!("control.listen: cannot listen on {listen}"))?;
+    std_listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("herz-control".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "control plane runtime failed; metrics are off");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(metrics::HerzCollector {
+                shared: ctx.shared.clone(),
+                pin_path: ctx.pin_path.clone(),
+            }));
+            let state = Arc::new(AppState { ctx: ctx.clone(), registry });
+            let app = Router::new()
+                .route("/metrics", get(metrics_handler))
+                .route("/healthz", get(health_handler))
+                .route("/state", get(state_handler))
+                .with_state(state);
+            tokio::spawn(reload::on_sighup(ctx));
+            let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "control listener");
+                    return;
+                }
+            };
+            tracing::info!(%listen, "control plane serving /metrics /healthz /state");
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "control plane stopped");
+            }
+        });
+    })?;
+    Ok(())
+}
+
+async fn metrics_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::prometheus_text::encode(&mut body, &s.registry) {
+        Ok(()) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn health_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    let ctx = &s.ctx;
+    let now = ctx.started.elapsed().as_nanos() as u64;
+    let alive = ctx.shared.gauges.loop_alive_ns.load(Relaxed);
+    let loop_age_ms = now.saturating_sub(alive) as f64 / 1e6;
+    // The loop wakes at least every 100 ms; two seconds of silence means it is stuck.
+    let loop_ok = loop_age_ms < 2000.0;
+    let feeds: Vec<serde_json::Value> = ctx
+        .shared
+        .feeds
+        .iter()
+        .map(|f| {
+            let last = f.last_packet_ns.load(Relaxed);
+            let idle = (last > 0).then(|| now.saturating_sub(last) as f64 / 1e9);
+            serde_json::json!({ "name": f.name, "connected": idle.is_some_and(|s| s < 5.0), "idle_secs": idle })
+        })
+        .collect();
+    let shield = match &ctx.shield {
+        ShieldState::Active { .. } => serde_json::json!({"state": "active"}),
+        ShieldState::Disabled { reason } => serde_json::json!({"state": "disabled", "reason": reason}),
+        ShieldState::Off => serde_json::json!({"state": "off"}),
+    };
+    let body = serde_json::json!({
+        "status": if loop_ok { "ok" } else { "stalled" },
+        "event_loop": { "alive": loop_ok, "last_iteration_ms_ago": loop_age_ms },
+        "shield": shield,
+        "feeds": feeds,
+    });
+    (if loop_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+async fn state_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    let snap = s.ctx.shared.state.lock().map(|g| g.clone()).unwrap_or_default();
+    let counters: serde_json::Map<String, serde_json::Value> =
+        s.ctx.shared.counters.snapshot().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+    let mut body = serde_json::to_value(snap).unwrap_or_default();
+    body["counters"] = counters.into();
+    body["pin_path"] = serde_json::json!(s.ctx.pin_path);
+    Json(body)
+}

@@ -1,0 +1,171 @@
+//! Metrics, health, state and logs as an operator sees them: scraped over HTTP, parsed by an independent
+//! Prometheus parser, compared with the traffic that was actually sent.
+
+use std::{
+    io::Write,
+    net::{Ipv4Addr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use herz_client::{SoupPublisher, SoupSubscriber, soup::Event};
+use herz_core::protocol::moldudp64::Session;
+use herz_tests::dist::{self, Endpoints, http_get, message, sample, scrape};
+
+#[test]
+fn metrics_count_exactly_what_was_sent() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    let mut sub = SoupSubscriber::connect(ep.subscribers, Duration::from_secs(5)).unwrap();
+    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    const N: u64 = 1234;
+    let mut p = SoupPublisher::connect(ep.publishers, Duration::from_secs(5)).unwrap();
+    p.login("feed", "feed").unwrap();
+    for i in 1..=N {
+        p.send(&message(i)).unwrap();
+    }
+    p.flush().unwrap();
+    let mut got = 0;
+    let t = Instant::now();
+    while got < N {
+        assert!(t.elapsed() < Duration::from_secs(20));
+        sub.poll(Some(Duration::from_millis(100)), |e| {
+            if let Event::Message { .. } = e {
+                got += 1
+            }
+        })
+        .unwrap();
+    }
+    // The state snapshot refreshes twice a second.
+    std::thread::sleep(Duration::from_millis(700));
+    let m = scrape(&ep);
+    assert_eq!(sample(&m, "herz_publisher_messages_total"), N as f64);
+    assert_eq!(sample(&m, "herz_journal_appended_total"), N as f64);
+    assert_eq!(sample(&m, "herz_journal_bytes_total"), (N * message(1).len() as u64) as f64);
+    assert_eq!(sample(&m, "herz_subscriber_messages_total"), N as f64);
+    assert_eq!(sample(&m, "herz_logins_accepted_total"), 2.0);
+    assert_eq!(sample(&m, "herz_journal_head"), (N + 1) as f64);
+    assert_eq!(sample(&m, "herz_malformed_closes_total"), 0.0);
+    let active = m
+        .samples
+        .iter()
+        .find(|s| s.metric == "herz_sessions" && s.labels.get("role") == Some("subscriber"))
+        .expect("sessions gauge");
+    assert!(matches!(active.value, prometheus_parse::Value::Gauge(v) if v == 1.0), "{active:?}");
+    let latency = m.samples.iter().find(|s| s.metric == "herz_latency_seconds").expect("latency histogram");
+    match &latency.value {
+        prometheus_parse::Value::Histogram(b) => assert!(b.last().unwrap().count > 0.0, "{b:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(sample(&m, "herz_open_fds") > 0.0);
+    assert!(sample(&m, "herz_rss_bytes") > 0.0);
+    assert_eq!(sample(&m, "herz_shield_active"), 0.0);
+
+    let (status, body) = http_get(&ep, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["shield"]["state"], "off");
+    let (_, body) = http_get(&ep, "/state");
+    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let subs: Vec<&serde_json::Value> =
+        st["sessions"].as_array().unwrap().iter().filter(|s| s["role"] == "subscriber").collect();
+    assert_eq!(subs.len(), 1, "{st}");
+    assert_eq!(subs[0]["user"], "demo");
+    assert_eq!(subs[0]["lag"], 0);
+    assert_eq!(subs[0]["policy"], "disconnect");
+}
+
+#[test]
+fn a_flood_of_malformed_input_logs_a_bounded_number_of_lines() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (d, _dir) = dist::start(&ep, "", "");
+    const BAD: usize = 600;
+    let t = Instant::now();
+    for _ in 0..BAD {
+        let mut s = TcpStream::connect(ep.subscribers).unwrap();
+        let _ = s.write_all(b"\x00\x00garbage");
+    }
+    // Let the daemon process all of them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = scrape(&ep);
+        if sample(&m, "herz_malformed_closes_total") as usize == BAD {
+            break;
+        }
+        assert!(Instant::now() < deadline, "malformed closes counted: {}", sample(&m, "herz_malformed_closes_total"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = t.elapsed().as_secs_f64().ceil() + 1.0;
+    let lines = d.log().lines().filter(|l| l.contains("session closed")).count();
+    // 10 lines a second for session closes, whatever the flood.
+    assert!(lines as f64 <= 10.0 * secs, "{lines} log lines for {BAD} malformed sessions in {secs} s");
+    assert!(lines >= 1, "the flood is visible in the log");
+    assert!(d.log().contains("suppressed"), "suppressed counts are reported");
+}
+
+#[test]
+fn sighup_reloads_the_log_level_and_says_what_changed() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (mut d, _dir) = dist::start(&ep, "", "");
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[log]\nlevel = \"debug\"\n")).unwrap();
+    let pid = d.child.as_ref().unwrap().id();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let log = d.log.clone();
+    d.wait_for("the reload to be reported", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("reload applied")
+    });
+    let text = d.log();
+    let line = text.lines().find(|l| l.contains("reload applied")).unwrap();
+    assert!(line.contains("log.level: info -> debug"), "{line}");
+    // A broken file is refused and the daemon keeps running.
+    std::fs::write(&d.config, "[log\n").unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    d.wait_for("the refusal to be reported", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("reload refused")
+    });
+    let (status, _) = http_get(&ep, "/healthz");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn the_dashboard_references_only_exported_metrics() {
+    if !herz_tests::privileged("the_dashboard_references_only_exported_metrics") {
+        return;
+    }
+    // With the shield on (lo), so that its metrics are exported too.
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let pin = format!("/sys/fs/bpf/herz-test-{}", herz_tests::unique_id());
+    let channel = format!(
+        "[[channels]]\nname = \"all\"\ngroup = \"239.18.1.1:{}\"\ninterface = \"127.0.0.1\"\n\n[[feeds]]\nname = \"f\"\nlines = [\"127.0.0.1:{}\"]\n",
+        dist::free_port(),
+        dist::free_port()
+    );
+    let (d, _dir) = dist::start_with_shield(&ep, &pin, "", &channel);
+    let (_, body) = http_get(&ep, "/metrics");
+    let exported: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/herz-dashboard.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut referenced = std::collections::BTreeSet::new();
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("herz_") {
+                let name: String =
+                    rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[i + name.len()..];
+                referenced.insert(name);
+            }
+        }
+    }
+    assert!(referenced.len() > 15, "{referenced:?}");
+    let missing: Vec<&String> = referenced.iter().filter(|m| !exported.contains(m.as_str())).collect();
+    assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\nexported: {exported:?}");
+    drop(d);
+}
