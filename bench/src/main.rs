@@ -139,12 +139,17 @@ fn notes(env: &Env, plan: &Plan) -> Vec<String> {
          offset 9, bench sequence number at offset 17, padded to the message size. The same bytes are the \
          SoupBinTCP / MoldUDP64 / NATS / ZeroMQ payload."
             .into(),
-        "Throughput runs: an unpaced publisher sends N messages (about 8 M deliveries per run in full mode, \
-         3 M in quick mode; 100k to 1M messages per subscriber); each server buffers what its subscribers \
-         have not read yet (Herz: a journal that holds the run; nats-server: max_pending 1 GiB; ZeroMQ: HWM \
-         50 M with ZMQ_XPUB_NODROP). msgs/s = messages delivered to all subscribers / (last message seen by \
-         the last subscriber − start signal)."
-            .into(),
+        format!(
+            "Throughput runs: an unpaced publisher sends N messages (N = {} for 1 subscriber, {} for 4, {} \
+             for 16, {} for 64); each server buffers what its subscribers have not read yet (Herz: a \
+             journal that holds the run; nats-server: max_pending 1 GiB; ZeroMQ: HWM 50 M with \
+             ZMQ_XPUB_NODROP). msgs/s = messages delivered to all subscribers / (last message seen by the \
+             last subscriber − start signal).",
+            scenarios::throughput_n(plan.quick, 1),
+            scenarios::throughput_n(plan.quick, 4),
+            scenarios::throughput_n(plan.quick, 16),
+            scenarios::throughput_n(plan.quick, 64),
+        ),
         "Verification: every subscriber checks every message. SoupBinTCP: implicit sequence numbers \
          contiguous from 1 and equal to the bench number; MoldUDP64: packet sequence numbers equal to the \
          bench number, gaps counted as loss (the bench's multicast receiver does not re-request, so loss is \

@@ -58,6 +58,12 @@ pub struct SubResult {
     pub lost: u64,
     /// Integrity errors: out of order, duplicated, wrong size, transport number mismatch, skips.
     pub errors: u64,
+    /// Messages seen again after a later one. Over multicast, an exact duplicate (same MoldUDP64
+    /// number, same message) is discarded as every MoldUDP64 receiver does, and only counted here; over
+    /// the other transports it is an integrity error.
+    pub duplicates: u64,
+    /// Of `errors`: messages whose SoupBinTCP / MoldUDP64 number differs from the bench number.
+    pub misnumbered: u64,
     /// The first integrity error, for the report.
     pub first_error: Option<String>,
     /// Why the subscriber stopped before receiving everything, if it did.
@@ -79,13 +85,15 @@ pub struct Checker {
     /// The next bench sequence number expected.
     pub expected: u64,
     warmup: u64,
+    /// Exact duplicates are discarded without error (MoldUDP64).
+    dedup: bool,
     r: SubResult,
 }
 
 impl Checker {
     /// Expects messages 1..=n of `size` bytes; with `latency`, records the latency of every message
     /// after the first `warmup`.
-    pub fn new(n: u64, size: usize, latency: bool, warmup: u64) -> Self {
+    pub fn new(n: u64, size: usize, latency: bool, warmup: u64, dedup: bool) -> Self {
         let hist = latency.then(|| {
             Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
         });
@@ -94,6 +102,7 @@ impl Checker {
             size,
             expected: 1,
             warmup,
+            dedup,
             r: SubResult {
                 hist,
                 ..SubResult::default()
@@ -120,6 +129,7 @@ impl Checker {
         if let Some(t) = transport_seq
             && t != s
         {
+            self.r.misnumbered += 1;
             self.error(|| format!("transport sequence {t} carries bench message {s}"));
         }
         if s == self.expected {
@@ -128,8 +138,11 @@ impl Checker {
             self.r.lost += s - self.expected;
             self.expected = s + 1;
         } else {
-            let exp = self.expected;
-            self.error(|| format!("message {s} arrived when {exp} was expected"));
+            self.r.duplicates += 1;
+            if !(self.dedup && transport_seq == Some(s)) {
+                let exp = self.expected;
+                self.error(|| format!("message {s} arrived when {exp} was expected"));
+            }
             return;
         }
         self.r.received += 1;

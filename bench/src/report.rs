@@ -97,7 +97,27 @@ fn loss(p: Option<&Point>) -> String {
     }
 }
 
+fn point_name(p: &Point) -> String {
+    match p.rate {
+        Some(r) => format!("{} at {} msgs/s, {} subscriber(s)", p.system.label(), r, p.subscribers),
+        None => format!("{}, {} subscriber(s), {} B", p.system.label(), p.subscribers, p.size),
+    }
+}
+
 fn invalid_notes(out: &mut String, s: &ScenarioResult) {
+    let dups: Vec<&Point> = s.points.iter().filter(|p| p.summary.max_duplicates > 0).collect();
+    if !dups.is_empty() {
+        out.push_str("\nDuplicate multicast packets were received (same MoldUDP64 sequence number, same bytes: discarded by \
+            the receiver, as every MoldUDP64 receiver does, so not an error; but wasted sends):\n\n");
+        for p in dups {
+            let _ = writeln!(
+                out,
+                "- {}: up to {} duplicate messages in a run (all subscribers together)",
+                point_name(p),
+                p.summary.max_duplicates
+            );
+        }
+    }
     let bad: Vec<&Point> = s.points.iter().filter(|p| p.summary.valid_runs < p.summary.runs).collect();
     if bad.is_empty() {
         out.push_str("\nEvery run of this scenario was valid: every subscriber received every message, in order, intact.\n");
@@ -105,10 +125,7 @@ fn invalid_notes(out: &mut String, s: &ScenarioResult) {
     }
     out.push_str("\nRuns that were not valid (✗ marks a figure with no valid run; its median is over the invalid runs):\n\n");
     for p in bad {
-        let what = match p.rate {
-            Some(r) => format!("{} at {} msgs/s, {} subscriber(s)", p.system.label(), r, p.subscribers),
-            None => format!("{}, {} subscriber(s), {} B", p.system.label(), p.subscribers, p.size),
-        };
+        let what = point_name(p);
         let reasons = p.summary.invalid_reasons.join(" | ");
         let _ = writeln!(
             out,

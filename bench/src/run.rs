@@ -147,6 +147,9 @@ pub struct RunResult {
     pub loss_pct: f64,
     /// Integrity errors (order, duplicates, corruption, skips).
     pub errors: u64,
+    /// Messages received more than once, all subscribers together (multicast: discarded by sequence
+    /// number and not an error; otherwise also counted in `errors`).
+    pub duplicates: u64,
     /// From the start signal to the last message seen by the last subscriber, seconds.
     pub elapsed_s: f64,
     /// Delivered messages per second, all subscribers together.
@@ -185,6 +188,7 @@ impl RunResult {
             lost: 0,
             loss_pct: 0.0,
             errors: 0,
+            duplicates: 0,
             elapsed_s: 0.0,
             msgs_per_s: 0.0,
             per_sub_msgs_per_s: 0.0,
@@ -364,7 +368,7 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
             recv::spawn(
                 kind.clone(),
                 sub_ctl.clone(),
-                Checker::new(load.n, load.size, paced, load.warmup),
+                Checker::new(load.n, load.size, paced, load.warmup, sys.multicast()),
                 rtx.clone(),
             )
         })
@@ -426,6 +430,7 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
     let delivered: u64 = results.iter().map(|r| r.received).sum();
     let lost: u64 = results.iter().map(|r| r.lost).sum();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
+    let duplicates: u64 = results.iter().map(|r| r.duplicates).sum();
     let last = results.iter().map(|r| r.last_ns).max().unwrap_or(t0).max(t0);
     let elapsed_s = (last - t0) as f64 / 1e9;
     let rates: Vec<f64> = results
@@ -464,7 +469,10 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
     }
     if errors > 0 {
         let first = results.iter().find_map(|r| r.first_error.clone()).unwrap_or_default();
-        reasons.push(format!("{errors} integrity errors (first: {first})"));
+        let misnumbered: u64 = results.iter().map(|r| r.misnumbered).sum();
+        reasons.push(format!(
+            "{errors} integrity errors ({misnumbered} misnumbered; first: {first})"
+        ));
     }
     if let Some(s) = results.iter().find_map(|r| r.stopped.clone()) {
         reasons.push(format!("a subscriber stopped early: {s}"));
@@ -486,6 +494,7 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
         lost,
         loss_pct: 100.0 * lost as f64 / (load.n * subs as u64).max(1) as f64,
         errors,
+        duplicates,
         elapsed_s,
         msgs_per_s: if elapsed_s > 0.0 { delivered as f64 / elapsed_s } else { 0.0 },
         per_sub_msgs_per_s: rates.iter().sum::<f64>() / rates.len().max(1) as f64,

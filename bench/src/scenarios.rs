@@ -57,6 +57,8 @@ pub struct Summary {
     pub cpu_s_per_million: f64,
     /// Highest loss of any run, percent.
     pub max_loss_pct: f64,
+    /// Most duplicate messages any run received (all subscribers together).
+    pub max_duplicates: u64,
     /// Median of each latency percentile.
     pub latency: Option<Latency>,
     /// Median achieved publish rate (paced runs).
@@ -106,6 +108,7 @@ impl Summary {
             per_sub_msgs_per_s: m(&|r| r.per_sub_msgs_per_s),
             cpu_s_per_million: m(&|r| r.cpu_s_per_million),
             max_loss_pct: runs.iter().map(|r| r.loss_pct).fold(0.0, f64::max),
+            max_duplicates: runs.iter().map(|r| r.duplicates).max().unwrap_or(0),
             latency,
             publish_rate: m(&|r| r.publish_rate),
             invalid_reasons: reasons,
@@ -133,15 +136,15 @@ impl ScenarioResult {
     }
 }
 
-/// Messages per throughput run: about `target` deliveries in total, 100k..=1M per subscriber.
-fn throughput_n(quick: bool, subs: usize) -> u64 {
-    let target: u64 = if quick { 3_000_000 } else { 8_000_000 };
-    (target / subs as u64).clamp(100_000, 1_000_000)
+/// Messages per throughput run: about `target` deliveries in total, 200k..=2M per subscriber.
+pub fn throughput_n(quick: bool, subs: usize) -> u64 {
+    let target: u64 = if quick { 8_000_000 } else { 16_000_000 };
+    (target / subs as u64).clamp(200_000, 2_000_000)
 }
 
 struct Grid {
     systems: Vec<System>,
-    /// (subscribers, size, rate, n)
+    /// (subscribers, size, rate, n, warm-up messages)
     cells: Vec<(usize, usize, Option<u64>, u64, u64)>,
 }
 
@@ -158,6 +161,22 @@ fn execute(env: &Env, plan: &Plan, name: &str, description: &str, grid: Grid) ->
                 let load = Load { n, size, rate, warmup };
                 let r = run_once(env, sys, subs, load);
                 eprintln!("{}", progress_line(name, done, total, &r));
+                if env.verbose {
+                    eprintln!(
+                        "    publisher: {} sent, {:.0} msgs/s, max {:.0} µs behind schedule; server CPU {:.3} s ({})",
+                        r.publisher.sent,
+                        r.publish_rate,
+                        r.publisher.max_late_ns as f64 / 1e3,
+                        r.server_cpu_s,
+                        r.cpu_source
+                    );
+                    for (i, s) in r.subs.iter().enumerate() {
+                        eprintln!(
+                            "    sub {i}: received {} lost {} errors {} (duplicates {} misnumbered {}) first error {:?} stopped {:?}",
+                            s.received, s.lost, s.errors, s.duplicates, s.misnumbered, s.first_error, s.stopped
+                        );
+                    }
+                }
                 runs[i].push(r);
             }
         }

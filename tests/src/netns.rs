@@ -88,6 +88,37 @@ impl VethNs {
         .expect("namespace thread panicked")
     }
 
+    /// Starts `f` on a thread that has entered the namespace and returns at once (for traffic that must
+    /// run while the test does something else).
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.ns);
+        std::thread::spawn(move || {
+            let ns = File::open(&path).expect("opening the namespace");
+            // SAFETY: setns on this thread only, with an fd we own.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
+    /// Routes `cidr` (inside 198.18.0.0/15) from the host into the namespace, so that replies to
+    /// addresses spoofed from inside it go back there (and die there) instead of following the host's
+    /// default route. The route goes away with the veth pair.
+    pub fn route_into(&self, cidr: &str) {
+        ip(&[
+            "route",
+            "replace",
+            cidr,
+            "via",
+            &self.ns_addr.to_string(),
+            "dev",
+            &self.host_if,
+        ]);
+    }
+
     /// Runs a command inside the namespace.
     pub fn exec(&self, args: &[&str]) -> std::process::Output {
         Command::new("ip")

@@ -169,3 +169,23 @@ fn the_dashboard_references_only_exported_metrics() {
     assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\nexported: {exported:?}");
     drop(d);
 }
+
+#[test]
+fn herz_top_shows_sessions_and_throughput() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    let mut sub = SoupSubscriber::connect(ep.subscribers, Duration::from_secs(5)).unwrap();
+    sub.login("demo", "demo", Session::BLANK, 0, None).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let control = ep.control.to_string();
+    let out = herz_tests::herz(&["top", "--control", &control, "--once", "--interval-ms", "300"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("herz session HZTEST0001"), "{text}");
+    assert!(text.contains("sessions (1)") && text.contains("demo") && text.contains("subscriber"), "{text}");
+    assert!(text.contains("in msg/s"), "{text}");
+    // No daemon: a clear error, not a hang.
+    let out = herz_tests::herz(&["top", "--control", "127.0.0.1:1", "--once"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no herz daemon answering"));
+}
