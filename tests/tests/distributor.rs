@@ -724,3 +724,43 @@ fn multicast_subscriber_in_a_namespace_recovers_5_percent_loss_through_rerequest
     drop(d);
     drop(net);
 }
+
+#[test]
+fn a_multicast_channel_sends_every_message_exactly_once() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let port = dist::free_port();
+    let group = Ipv4Addr::new(239, 18, 200, (unique_id() % 250) as u8 + 1);
+    // A short flush delay, so that both full and timed-out packets occur.
+    let channel = format!(
+        "[[channels]]\nname = \"all\"\ngroup = \"{group}:{port}\"\ninterface = \"127.0.0.1\"\nflush_us = 50\n"
+    );
+    let (_d, _dir) = dist::start(&ep, "", &channel);
+    let cfg = MoldReceiverConfig::multicast(group, port, Ipv4Addr::LOCALHOST).with_start(StartFrom::Sequence(1));
+    let mut rx = MoldReceiver::new(cfg.with_rerequest(ep.rerequest)).unwrap();
+    const N: u64 = 30_000;
+    // Bursts and pauses, so that packets close both when full and when the flush delay expires.
+    let publisher = ep.publishers;
+    let h = std::thread::spawn(move || {
+        for k in 0..30 {
+            publish(publisher, k * 1000 + 1, k * 1000 + 1000);
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    });
+    let mut next = 1;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next <= N {
+        assert!(Instant::now() < deadline, "stuck at {next}");
+        rx.poll(Some(Duration::from_millis(100)), |ev| {
+            if let MoldEvent::Message { seq, payload } = ev {
+                assert_eq!(seq, next);
+                assert_eq!(payload, &message(seq)[..]);
+                next += 1;
+            }
+        })
+        .unwrap();
+    }
+    h.join().unwrap();
+    let stats = rx.stats();
+    assert_eq!(stats.duplicates, 0, "each message is sent once: {stats:?}");
+    assert_eq!(stats.gaps, 0, "{stats:?}");
+}

@@ -162,15 +162,13 @@ impl Channel {
             match b.try_push(msg) {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.filled += 1;
+                    self.close_open();
                     if self.filled == self.builders.len() {
                         break;
                     }
-                    let next = self.next_seq;
-                    let b = &mut self.builders[self.filled];
-                    b.start(self.session, next);
                     self.open_since = now;
-                    b.try_push(msg)
+                    self.builders[self.filled]
+                        .try_push(msg)
                         .expect("a message fits an empty packet (validated at start)");
                 }
                 Err(_) => {
@@ -190,7 +188,7 @@ impl Channel {
             && !self.builders[self.filled].is_empty()
             && now.saturating_sub(self.open_since) >= self.flush_ns
         {
-            self.filled += 1;
+            self.close_open();
         }
         if self.filled > self.unsent_from {
             let (packets, bytes) = self.send_filled(now)?;
@@ -260,9 +258,19 @@ impl Channel {
         }
     }
 
+    /// Closes the open packet and starts the next builder, so that the open builder is always a fresh
+    /// packet numbered from `next_seq` (a recycled builder still holds a sent packet until started).
+    fn close_open(&mut self) {
+        self.filled += 1;
+        if self.filled < self.builders.len() {
+            let next = self.next_seq;
+            self.builders[self.filled].start(self.session, next);
+        }
+    }
+
     fn pump_all(&mut self, now: u64) -> io::Result<()> {
         if self.filled < self.builders.len() && !self.builders[self.filled].is_empty() {
-            self.filled += 1;
+            self.close_open();
         }
         if self.filled > self.unsent_from {
             self.send_filled(now)?;
