@@ -624,7 +624,10 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
             assert_eq!(DropReason::from_u32(i as u32), Some(*r));
-            assert_eq!(Counter::drop(*r).label(), &*std::format!("drop_{}", r.label()));
+            assert_eq!(
+                Counter::drop(*r).label(),
+                &*std::format!("drop_{}", r.label())
+            );
         }
         assert_eq!(DropReason::from_u32(DROP_REASONS as u32), None);
     }

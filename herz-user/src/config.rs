@@ -171,14 +171,25 @@ impl ShieldConfig {
         let bad = |k: &str, m: String| Err((format!("shield.{k}"), m));
         for (rate_key, rate, burst_key, burst) in [
             ("syn_rate", self.syn_rate, "syn_burst", self.syn_burst),
-            ("global_syn_rate", self.global_syn_rate, "global_syn_burst", self.global_syn_burst),
+            (
+                "global_syn_rate",
+                self.global_syn_rate,
+                "global_syn_burst",
+                self.global_syn_burst,
+            ),
             ("udp_rate", self.udp_rate, "udp_burst", self.udp_burst),
         ] {
             if rate > MAX_RATE {
-                return bad(rate_key, format!("{rate} is above the maximum of {MAX_RATE} per second"));
+                return bad(
+                    rate_key,
+                    format!("{rate} is above the maximum of {MAX_RATE} per second"),
+                );
             }
             if rate > 0 && !(1..=MAX_BURST).contains(&burst) {
-                return bad(burst_key, format!("must be between 1 and {MAX_BURST} when {rate_key} is set"));
+                return bad(
+                    burst_key,
+                    format!("must be between 1 and {MAX_BURST} when {rate_key} is set"),
+                );
             }
         }
         if self.half_open_timeout_ms == 0 {
@@ -186,13 +197,23 @@ impl ShieldConfig {
         }
         if self.autoblock_after > 0 {
             if self.autoblock_window_ms == 0 {
-                return bad("autoblock_window_ms", "must be positive when autoblock_after is set".into());
+                return bad(
+                    "autoblock_window_ms",
+                    "must be positive when autoblock_after is set".into(),
+                );
             }
             if self.autoblock_ttl_secs == 0 {
-                return bad("autoblock_ttl_secs", "must be positive when autoblock_after is set".into());
+                return bad(
+                    "autoblock_ttl_secs",
+                    "must be positive when autoblock_after is set".into(),
+                );
             }
         }
-        for (key, list) in [("allow", &self.allow), ("block", &self.block), ("feed_sources", &self.feed_sources)] {
+        for (key, list) in [
+            ("allow", &self.allow),
+            ("block", &self.block),
+            ("feed_sources", &self.feed_sources),
+        ] {
             if list.len() > herz_common::MAX_CIDRS as usize {
                 return bad(key, format!("at most {} entries", herz_common::MAX_CIDRS));
             }
@@ -906,7 +927,10 @@ mod tests {
         assert_eq!(c.shield.allow[1].to_string(), "2001:db8::/32");
         assert_eq!(c.shield.block[0].to_string(), "198.18.9.9/32");
         let e = err("[shield]\nallow = [\"198.18.0.0/15\", \"198.18.0.300/24\"]\n");
-        assert!(e.contains("shield.allow[1]") && e.contains("not a CIDR"), "{e}");
+        assert!(
+            e.contains("shield.allow[1]") && e.contains("not a CIDR"),
+            "{e}"
+        );
         let e = err("[shield]\nblock = [\"10.0.0.0/40\"]\n");
         assert!(e.contains("shield.block[0]") && e.contains("/40"), "{e}");
         let e = err("[shield]\nsyn_rate = 10\nsyn_burst = 0\n");

@@ -13,6 +13,9 @@ use herz_common::{
 };
 use herz_user::shield::{Cidr, programs};
 
+/// Followed connections, as the tc programs keep them.
+pub type Flows = Vec<(FlowKey, FlowState)>;
+
 /// The loaded object, with the programs loaded into the kernel.
 pub struct Programs {
     ebpf: Ebpf,
@@ -192,7 +195,7 @@ impl Programs {
     }
 
     /// The followed flows: (half-open, established).
-    pub fn flows(&self) -> (Vec<(FlowKey, FlowState)>, Vec<(FlowKey, FlowState)>) {
+    pub fn flows(&self) -> (Flows, Flows) {
         let get = |name| {
             let m: HashMap<_, FlowKey, FlowState> =
                 HashMap::try_from(self.ebpf.map(name).unwrap()).unwrap();

@@ -55,7 +55,7 @@ pub fn udp(sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
 /// An IPv4 header with `options` (padded to 4 bytes) carrying `l4`.
 pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     let ihl = (20 + opts.len()) / 4;
@@ -155,7 +155,11 @@ pub fn tcp6_from(src: [u8; 16], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         sum += u32::from(w);
     }
     while sum >> 16 != 0 {

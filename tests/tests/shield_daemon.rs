@@ -40,6 +40,9 @@ listen = "{listen}:{SUB_PORT}"
 [publishers]
 listen = "{listen}:{PUB_PORT}"
 
+[control]
+enabled = false
+
 [state]
 dir = "{}"
 "#,
@@ -210,7 +213,12 @@ fn a_second_daemon_on_the_same_pin_path_is_refused() {
     let s = setup(&["lo"], std::net::Ipv4Addr::LOCALHOST);
     let mut first = Daemon::start(&s.config);
     wait_loaded(&mut first, &s.pin_path);
-    let out = herz(&["--config", s.config.to_str().unwrap(), "run"]);
+    // Other listen addresses (the daemon binds its sockets before the shield: the same ones would fail
+    // there first), the same pin path.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let second = s.config.with_file_name("herz2.toml");
+    std::fs::write(&second, text.replace("127.0.0.1:", "127.0.0.2:")).unwrap();
+    let out = herz(&["--config", second.to_str().unwrap(), "run"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err

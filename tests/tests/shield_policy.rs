@@ -89,10 +89,14 @@ dir = "{state}"
 fn start(s: &Setup) -> Daemon {
     let mut d = Daemon::start(&s.config);
     let log = d.log.clone();
-    d.wait_for("the shield and the distributor", Duration::from_secs(20), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("shield active") && text.contains("distributor serving")
-    });
+    d.wait_for(
+        "the shield and the distributor",
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("shield active") && text.contains("distributor serving")
+        },
+    );
     assert!(herz_user::shield::pinned::is_pinned(&s.pin_path));
     d
 }
@@ -116,9 +120,10 @@ fn connects(ns: &VethNs, addr: SocketAddr, timeout: Duration) -> bool {
 }
 
 /// Sends raw SYNs from inside the namespace (the caller's thread must be in it) to `dst:dport` with
-/// sources from `src(i)`, paced at about `pps`, until `max` are sent or `max_time` has passed.
-/// Returns how many were sent.
+/// sources from `src(i)` and pseudo-random source ports and sequence numbers from `seed`, paced at
+/// about `pps`, until `max` are sent or `max_time` has passed. Returns how many were sent.
 fn raw_syn_flood(
+    seed: u32,
     src: impl Fn(u32) -> [u8; 4],
     dst: Ipv4Addr,
     dport: u16,
@@ -127,11 +132,15 @@ fn raw_syn_flood(
     pps: u32,
 ) -> u32 {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
-        .expect("raw socket (IP_HDRINCL)");
+    let sock = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("raw socket (IP_HDRINCL)");
     let to = SockAddr::from(SocketAddrV4::new(dst, 0));
     let start = Instant::now();
-    let mut x: u32 = 0x9e37_79b9;
+    let mut x: u32 = seed.wrapping_mul(0x9e37_79b9) | 1;
     let mut sent = 0;
     while sent < max && start.elapsed() < max_time {
         x ^= x << 13;
@@ -151,10 +160,42 @@ fn raw_syn_flood(
     sent
 }
 
-fn spoof_net(ns: &VethNs) -> (String, u8) {
-    // A /24 of 198.19.0.0/16 per namespace (VethNs addresses live in 198.18.0.0/16).
-    let third = ns.host_addr.octets()[2];
-    (format!("198.19.{third}.0/24"), third)
+/// Spoofed sources come from 198.19.0.0/16 (VethNs addresses live in 198.18.0.0/16); the test that
+/// spoofs routes the whole /16 into its attacker namespace.
+const SPOOFED: &str = "198.19.0.0/16";
+
+/// The log without terminal colour codes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits (5 s at most) until `cond` holds for `herz stats --json`.
+fn eventually(d: &mut Daemon, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+    let config = d.config.clone();
+    d.wait_for(what, Duration::from_secs(5), || {
+        let out = herz(&[
+            "--config",
+            config.to_str().unwrap(),
+            "stats",
+            "--json",
+            "--top",
+            "100000",
+        ]);
+        serde_json::from_slice(&out.stdout).is_ok_and(|v| cond(&v))
+    });
 }
 
 fn u(v: &serde_json::Value) -> u64 {
@@ -168,8 +209,7 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
     }
     let attacker = VethNs::new(unique_id());
     let legit = VethNs::new(unique_id());
-    let (spoofed, third) = spoof_net(&attacker);
-    attacker.route_into(&spoofed);
+    attacker.route_into(SPOOFED);
     let s = setup(
         &[&attacker.host_if, &legit.host_if],
         "syn_rate = 20\nsyn_burst = 20\nmax_half_open = 32\nmax_established = 8\n\
@@ -183,7 +223,8 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
     let sub_addr = SocketAddr::from((legit.host_addr, s.sub_port));
     let (ready_tx, ready_rx) = mpsc::channel();
     let subscriber = legit.spawn_in(move || {
-        let mut sub = SoupSubscriber::connect(sub_addr, LOGIN_TIMEOUT).expect("subscriber connects");
+        let mut sub =
+            SoupSubscriber::connect(sub_addr, LOGIN_TIMEOUT).expect("subscriber connects");
         sub.login("demo", "demo", Session::BLANK, 1, None)
             .expect("subscriber login");
         ready_tx.send(()).unwrap();
@@ -212,9 +253,21 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
     let sub_port = s.sub_port;
     let fixed = attacker.ns_addr.octets();
     let flood = attacker.spawn_in(move || {
-        let a = raw_syn_flood(|_| fixed, host, sub_port, 40_000, Duration::from_millis(1500), 20_000);
+        let a = raw_syn_flood(
+            1,
+            |_| fixed,
+            host,
+            sub_port,
+            40_000,
+            Duration::from_millis(1500),
+            20_000,
+        );
         let b = raw_syn_flood(
-            |i| [198, 19, third, 1 + (i.wrapping_mul(2_654_435_761) >> 24) as u8 % 254],
+            2,
+            |i| {
+                let r = i.wrapping_mul(2_654_435_761);
+                [198, 19, (r >> 24) as u8, 1 + (r >> 16) as u8 % 254]
+            },
             host,
             sub_port,
             40_000,
@@ -260,7 +313,10 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
     let a = source_row(&stats, &attacker.ns_addr.to_string())
         .unwrap_or_else(|| panic!("no row for the attacker: {stats}"));
     let a_drops = u(&a["drops"]["syn_rate"]) + u(&a["drops"]["auto_blocked"]);
-    assert!(a_drops * 2 > u64::from(fixed_sent), "attacker drops {a_drops} of {fixed_sent}: {a}");
+    assert!(
+        a_drops * 2 > u64::from(fixed_sent),
+        "attacker drops {a_drops} of {fixed_sent}: {a}"
+    );
     assert!(u(&a["drops"]["auto_blocked"]) > 0, "{a}");
     assert!(
         u(&g["drop_global_syn"]) * 2 > u64::from(random_sent),
@@ -269,9 +325,13 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
     );
     let l = source_row(&stats, &legit.ns_addr.to_string()).expect("legit row");
     assert_eq!(u(&l["drops_total"]), 0, "{l}");
-    assert!(u(&l["established"]) >= 1, "{l}");
+    assert!(
+        u(&l["tcp_syn"]) >= 3,
+        "the subscriber and both later connects: {l}"
+    );
     // The repeat offender is auto-blocked, and the events were logged (rate-limited).
-    let blocked: serde_json::Value = serde_json::from_str(&herz_ok(&s, &["blocked", "--json"])).unwrap();
+    let blocked: serde_json::Value =
+        serde_json::from_str(&herz_ok(&s, &["blocked", "--json"])).unwrap();
     let entry = blocked["blocked"]
         .as_array()
         .unwrap()
@@ -280,11 +340,17 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
         .unwrap_or_else(|| panic!("attacker not auto-blocked: {blocked}"));
     assert_eq!(entry["origin"], "auto");
     assert_eq!(entry["reason"], "syn_rate");
-    let log = d.log();
+    let log = plain(&d.log());
     assert!(log.contains("source auto-blocked"), "{log}");
     assert!(log.contains("flood threshold"), "{log}");
-    let threshold_lines = log.lines().filter(|l| l.contains("flood threshold")).count();
-    assert!(threshold_lines <= 21 * 5, "event lines are rate-limited: {threshold_lines}");
+    let threshold_lines = log
+        .lines()
+        .filter(|l| l.contains("flood threshold"))
+        .count();
+    assert!(
+        threshold_lines <= 21 * 5,
+        "event lines are rate-limited: {threshold_lines}"
+    );
     assert!(d.stop_with(libc::SIGTERM).success());
 }
 
@@ -294,8 +360,8 @@ fn half_open_count_rises_and_falls_after_the_timeout() {
         return;
     }
     let net = VethNs::new(unique_id());
-    let (spoofed, third) = spoof_net(&net);
-    net.route_into(&spoofed);
+    net.route_into(SPOOFED);
+    let third = net.host_addr.octets()[2];
     let s = setup(
         &[&net.host_if],
         "max_half_open = 5\nhalf_open_timeout_ms = 1500\nsyn_rate = 100\nsyn_burst = 100\nautoblock_after = 0\n",
@@ -308,14 +374,26 @@ fn half_open_count_rises_and_falls_after_the_timeout() {
     let port = s.sub_port;
     let sent = net.run_in(move || {
         (0..10)
-            .map(|_| {
+            .map(|i| {
                 std::thread::sleep(Duration::from_millis(20));
-                raw_syn_flood(|_| src, host, port, 1, Duration::from_secs(1), 1000)
+                raw_syn_flood(
+                    100 + i,
+                    |_| src,
+                    host,
+                    port,
+                    1,
+                    Duration::from_secs(1),
+                    1000,
+                )
             })
             .sum::<u32>()
     });
     assert_eq!(sent, 10);
     let name = Ipv4Addr::from(src).to_string();
+    // Under load the receive side may trail the sender by a few milliseconds.
+    eventually(&mut d, "ten SYNs seen", |v| {
+        source_row(v, &name).is_some_and(|r| u(&r["tcp_syn"]) == 10)
+    });
     let stats = d.stats();
     let row = source_row(&stats, &name).unwrap_or_else(|| panic!("no row for {name}: {stats}"));
     assert_eq!(u(&row["half_open"]), 5, "{row}");
@@ -326,7 +404,10 @@ fn half_open_count_rises_and_falls_after_the_timeout() {
     let stats = d.stats();
     let row = source_row(&stats, &name).unwrap();
     assert_eq!(u(&row["half_open"]), 0, "{row}");
-    net.run_in(move || raw_syn_flood(|_| src, host, port, 1, Duration::from_secs(1), 1000));
+    net.run_in(move || raw_syn_flood(200, |_| src, host, port, 1, Duration::from_secs(1), 1000));
+    eventually(&mut d, "the eleventh SYN seen", |v| {
+        source_row(v, &name).is_some_and(|r| u(&r["tcp_syn"]) == 11)
+    });
     let stats = d.stats();
     let row = source_row(&stats, &name).unwrap();
     assert_eq!(u(&row["half_open"]), 1, "{row}");
@@ -341,7 +422,10 @@ fn connection_limit_refuses_the_next_connection_from_one_source() {
     }
     let a = VethNs::new(unique_id());
     let b = VethNs::new(unique_id());
-    let s = setup(&[&a.host_if, &b.host_if], "max_established = 3\nsyn_rate = 100\nsyn_burst = 100\n");
+    let s = setup(
+        &[&a.host_if, &b.host_if],
+        "max_established = 3\nsyn_rate = 100\nsyn_burst = 100\n",
+    );
     let mut d = start(&s);
     let addr_a = SocketAddr::from((a.host_addr, s.sub_port));
     let addr_b = SocketAddr::from((b.host_addr, s.sub_port));
@@ -368,10 +452,16 @@ fn connection_limit_refuses_the_next_connection_from_one_source() {
     let row = source_row(&stats, &a.ns_addr.to_string()).expect("row for A");
     assert_eq!(u(&row["established"]), 3, "{row}");
     assert!(u(&row["drops"]["conn_limit"]) >= 1, "{row}");
-    assert!(connects(&b, addr_b, Duration::from_secs(2)), "B is not limited by A's connections");
+    assert!(
+        connects(&b, addr_b, Duration::from_secs(2)),
+        "B is not limited by A's connections"
+    );
     cmd_tx.send(()).unwrap();
     let again = res_rx.recv_timeout(Duration::from_secs(20)).unwrap();
-    assert!(again, "after one of A's connections closed, A connects again");
+    assert!(
+        again,
+        "after one of A's connections closed, A connects again"
+    );
     holder.join().unwrap();
     assert!(d.stop_with(libc::SIGTERM).success());
 }
@@ -390,7 +480,10 @@ fn herz_block_unblock_allow_and_ttl_take_effect_on_the_next_packet() {
     assert!(connects(&net, addr, quick));
 
     let out = herz_ok(&s, &["block", &me]);
-    assert!(out.contains(&format!("blocked {me}/32 (permanent)")), "{out}");
+    assert!(
+        out.contains(&format!("blocked {me}/32 (permanent)")),
+        "{out}"
+    );
     assert!(!connects(&net, addr, quick), "blocked from the next packet");
     let v: serde_json::Value = serde_json::from_str(&herz_ok(&s, &["blocked", "--json"])).unwrap();
     let rows = v["blocked"].as_array().unwrap();
@@ -399,7 +492,10 @@ fn herz_block_unblock_allow_and_ttl_take_effect_on_the_next_packet() {
     assert_eq!(rows[0]["origin"], "manual");
     assert!(rows[0]["expires_in_ms"].is_null());
     let human = herz_ok(&s, &["blocked"]);
-    assert!(human.contains(&format!("{me}/32")) && human.contains("never"), "{human}");
+    assert!(
+        human.contains(&format!("{me}/32")) && human.contains("never"),
+        "{human}"
+    );
     // The allowlist outranks the blocklist.
     herz_ok(&s, &["allow", &me]);
     assert!(connects(&net, addr, quick), "allowed");
@@ -421,18 +517,25 @@ fn herz_block_unblock_allow_and_ttl_take_effect_on_the_next_packet() {
         .parse::<herz_user::shield::Cidr>()
         .unwrap()
         .to_string();
-    d.wait_for("the expired block to be swept", Duration::from_secs(5), || {
-        let v: serde_json::Value = serde_json::from_str(&herz_ok(&s, &["blocked", "--json"])).unwrap();
-        v["blocked"].as_array().unwrap().is_empty()
-    });
-    let log = d.log();
+    d.wait_for(
+        "the expired block to be swept",
+        Duration::from_secs(5),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&herz_ok(&s, &["blocked", "--json"])).unwrap();
+            v["blocked"].as_array().unwrap().is_empty()
+        },
+    );
+    let log = plain(&d.log());
     assert!(
-        log.lines().any(|l| l.contains("shield: blocked") && l.contains(&cidr30)),
+        log.lines()
+            .any(|l| l.contains("shield: blocked") && l.contains(&cidr30)),
         "{log}"
     );
     assert!(
-        log.lines()
-            .any(|l| l.contains("shield: unblocked") && l.contains(&cidr30) && l.contains("expired=true")),
+        log.lines().any(|l| l.contains("shield: unblocked")
+            && l.contains(&cidr30)
+            && l.contains("expired=true")),
         "{log}"
     );
     let stats = d.stats();
@@ -446,4 +549,92 @@ fn herz_block_unblock_allow_and_ttl_take_effect_on_the_next_packet() {
     let v: serde_json::Value = serde_json::from_str(&herz_ok(&s, &["blocked", "--json"])).unwrap();
     assert_eq!(v["blocked"][0]["cidr"], "198.18.250.0/24");
     let _ = std::fs::remove_dir_all(&s.pin_path);
+}
+
+#[test]
+fn a_connection_that_vanished_without_fin_or_rst_stops_counting() {
+    if !privileged("a_connection_that_vanished_without_fin_or_rst_stops_counting") {
+        return;
+    }
+    use aya::maps::{HashMap, Map, MapData};
+    use herz_common::{FlowKey, FlowState, PeerState, SourceKey, maps};
+    let net = VethNs::new(unique_id());
+    let s = setup(&[&net.host_if], "max_established = 4\n");
+    let mut d = start(&s);
+    let addr = SocketAddr::from((net.host_addr, s.sub_port));
+    // A real connection, held open for the whole test: it must keep counting.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (up_tx, up_rx) = mpsc::channel();
+    let holder = net.spawn_in(move || {
+        let c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        up_tx.send(()).unwrap();
+        let _ = stop_rx.recv_timeout(Duration::from_secs(60));
+        drop(c);
+    });
+    up_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // A connection whose socket is gone but whose FIN/RST never crossed the wire (a dead peer, a user
+    // timeout): simulated by writing its flow and count into the pinned maps.
+    let ghost = [198, 19, 77, 77];
+    let open =
+        |name: &str| Map::from_map_data(MapData::from_pin(s.pin_path.join(name)).unwrap()).unwrap();
+    let mut est: HashMap<_, FlowKey, FlowState> =
+        HashMap::try_from(open(maps::ESTABLISHED)).unwrap();
+    let flow = FlowKey {
+        client: SourceKey::from_ipv4(ghost).addr,
+        server: SourceKey::from_ipv4(net.host_addr.octets()).addr,
+        client_port: 4242,
+        server_port: s.sub_port,
+        _pad: 0,
+    };
+    est.insert(flow, FlowState::default(), 0).unwrap();
+    let mut peers: HashMap<_, SourceKey, PeerState> = HashMap::try_from(open(maps::PEERS)).unwrap();
+    peers
+        .insert(
+            SourceKey::from_ipv4(ghost),
+            PeerState {
+                established: 1,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    let ghost_name = Ipv4Addr::from(ghost).to_string();
+    let real_name = net.ns_addr.to_string();
+    let stats = d.stats();
+    assert_eq!(
+        u(&source_row(&stats, &ghost_name).expect("ghost row")["established"]),
+        1
+    );
+    assert_eq!(
+        u(&source_row(&stats, &real_name).expect("real row")["established"]),
+        1
+    );
+    // The daemon finds it missing from the socket table twice in a row and closes it through the tc
+    // program (a synthetic RST run with BPF_PROG_TEST_RUN).
+    d.wait_for(
+        "the vanished connection to be closed",
+        Duration::from_secs(20),
+        || {
+            let stats =
+                herz_tests::herz(&["--config", s.config.to_str().unwrap(), "stats", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap_or_default();
+            source_row(&v, &ghost_name).is_none_or(|r| u(&r["established"]) == 0)
+        },
+    );
+    assert!(est.get(&flow, 0).is_err(), "the flow is gone");
+    let stats = d.stats();
+    let real = source_row(&stats, &real_name).expect("real row");
+    assert_eq!(
+        u(&real["established"]),
+        1,
+        "a live connection is never touched: {real}"
+    );
+    assert!(
+        plain(&d.log()).contains("connection vanished without FIN/RST"),
+        "{}",
+        d.log()
+    );
+    stop_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(d.stop_with(libc::SIGTERM).success());
 }

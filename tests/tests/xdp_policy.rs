@@ -42,7 +42,10 @@ fn drops(p: &Programs, key: SourceKey, r: DropReason) -> u64 {
 /// A full handshake from `src:sport` seen by the tc programs (SYN in, SYN-ACK out, ACK in).
 fn handshake(p: &Programs, src: [u8; 4], sport: u16) {
     p.tc(TC_INGRESS, &tcp4_from(src, sport, SUB, flags::SYN));
-    p.tc(TC_EGRESS, &tcp4_to(src, sport, SUB, flags::SYN | flags::ACK));
+    p.tc(
+        TC_EGRESS,
+        &tcp4_to(src, sport, SUB, flags::SYN | flags::ACK),
+    );
     p.tc(TC_INGRESS, &tcp4_from(src, sport, SUB, flags::ACK));
 }
 
@@ -97,8 +100,15 @@ fn blocklist_matches_prefixes_and_honours_expiry() {
     // Permanent; a longer prefix inside it decides for its own addresses (longest match).
     p.block("198.18.0.0/16", 0, Origin::MANUAL);
     p.block("198.18.0.0/30", now - NS_PER_SEC, Origin::MANUAL);
-    assert_eq!(p.xdp(&frames::tcp4(SUB, flags::SYN)), xdp::PASS, "the /30 is expired");
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 9, 9], 1, SUB, flags::SYN)), xdp::DROP);
+    assert_eq!(
+        p.xdp(&frames::tcp4(SUB, flags::SYN)),
+        xdp::PASS,
+        "the /30 is expired"
+    );
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 9, 9], 1, SUB, flags::SYN)),
+        xdp::DROP
+    );
     p.unblock("198.18.0.0/30");
     assert_eq!(p.xdp(&frames::tcp4(SUB, flags::SYN)), xdp::DROP);
     // An entry the XDP program wrote itself is reported as an auto-block.
@@ -126,13 +136,20 @@ fn syn_token_bucket_passes_the_burst_then_drops() {
         ..Default::default()
     });
     for i in 0..3 {
-        assert_eq!(p.xdp(&tcp4_from(SRC4, 1000 + i, SUB, flags::SYN)), xdp::PASS, "SYN {i}");
+        assert_eq!(
+            p.xdp(&tcp4_from(SRC4, 1000 + i, SUB, flags::SYN)),
+            xdp::PASS,
+            "SYN {i}"
+        );
     }
     assert_eq!(p.xdp(&tcp4_from(SRC4, 1003, SUB, flags::SYN)), xdp::DROP);
     // Only SYNs are policed: ACKs and data of accepted connections pass.
     assert_eq!(p.xdp(&tcp4_from(SRC4, 1000, SUB, flags::ACK)), xdp::PASS);
     // The bucket is per source.
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)), xdp::PASS);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)),
+        xdp::PASS
+    );
     let s = p.source(k4(SRC4)).unwrap();
     assert_eq!(s.drops[DropReason::SynRate as usize], 1);
     assert_eq!(s.drops_total(), 1);
@@ -152,7 +169,10 @@ fn syn_token_bucket_passes_the_burst_then_drops() {
     // Rate 0 turns the bucket off.
     p.set_params(&ShieldParams::default());
     for i in 0..20 {
-        assert_eq!(p.xdp(&tcp4_from(fresh, 100 + i, SUB, flags::SYN)), xdp::PASS);
+        assert_eq!(
+            p.xdp(&tcp4_from(fresh, 100 + i, SUB, flags::SYN)),
+            xdp::PASS
+        );
     }
 }
 
@@ -165,7 +185,10 @@ fn tc_follows_handshakes_per_four_tuple() {
     p.tc(TC_INGRESS, &tcp4_from(SRC4, 5000, SUB, flags::SYN));
     p.tc(TC_INGRESS, &tcp4_from(SRC4, 5000, SUB, flags::SYN)); // retransmission
     assert_eq!(p.peer(key).unwrap().half_open, 1);
-    p.tc(TC_EGRESS, &tcp4_to(SRC4, 5000, SUB, flags::SYN | flags::ACK));
+    p.tc(
+        TC_EGRESS,
+        &tcp4_to(SRC4, 5000, SUB, flags::SYN | flags::ACK),
+    );
     let (half, _) = p.flows();
     assert_eq!(half.len(), 1);
     assert_eq!(half[0].1.flags, herz_common::FlowState::FLOW_SYNACK);
@@ -177,8 +200,14 @@ fn tc_follows_handshakes_per_four_tuple() {
     assert_eq!((ps.half_open, ps.established), (0, 1));
     assert_eq!(p.global(Counter::ConnEstablished), 1);
     // Herz closes (FIN out); the client's FIN that follows finds nothing left to close.
-    p.tc(TC_EGRESS, &tcp4_to(SRC4, 5000, SUB, flags::FIN | flags::ACK));
-    p.tc(TC_INGRESS, &tcp4_from(SRC4, 5000, SUB, flags::FIN | flags::ACK));
+    p.tc(
+        TC_EGRESS,
+        &tcp4_to(SRC4, 5000, SUB, flags::FIN | flags::ACK),
+    );
+    p.tc(
+        TC_INGRESS,
+        &tcp4_from(SRC4, 5000, SUB, flags::FIN | flags::ACK),
+    );
     let ps = p.peer(key).unwrap();
     assert_eq!((ps.half_open, ps.established), (0, 0), "no underflow");
     assert_eq!(p.global(Counter::ConnClosed), 1);
@@ -186,7 +215,10 @@ fn tc_follows_handshakes_per_four_tuple() {
     p.tc(TC_INGRESS, &tcp4_from(SRC4, 5001, SUB, flags::SYN));
     p.tc(TC_INGRESS, &tcp4_from(SRC4, 5002, SUB, flags::SYN));
     assert_eq!(p.peer(key).unwrap().half_open, 2);
-    p.tc(TC_EGRESS, &tcp4_to(SRC4, 5001, SUB, flags::RST | flags::ACK));
+    p.tc(
+        TC_EGRESS,
+        &tcp4_to(SRC4, 5001, SUB, flags::RST | flags::ACK),
+    );
     p.tc(TC_INGRESS, &tcp4_from(SRC4, 5002, SUB, flags::RST));
     assert_eq!(p.peer(key).unwrap().half_open, 0);
     assert_eq!(p.flows(), (vec![], vec![]));
@@ -194,7 +226,13 @@ fn tc_follows_handshakes_per_four_tuple() {
     let v6 = SourceKey { addr: SRC6 };
     for port in [6000, 6001] {
         let mut synack = eth(ETH_IPV6, &[]);
-        synack.extend(ipv6(frames::DST6, SRC6, 6, &[], &tcp(SUB, port, flags::SYN | flags::ACK)));
+        synack.extend(ipv6(
+            frames::DST6,
+            SRC6,
+            6,
+            &[],
+            &tcp(SUB, port, flags::SYN | flags::ACK),
+        ));
         p.tc(TC_INGRESS, &tcp6_from(SRC6, port, SUB, flags::SYN));
         p.tc(TC_EGRESS, &synack);
         p.tc(TC_INGRESS, &tcp6_from(SRC6, port, SUB, flags::ACK));
@@ -226,7 +264,10 @@ fn half_open_limit_and_timeout() {
     // A retransmitted SYN of a followed handshake is not a new one.
     assert_eq!(p.xdp(&tcp4_from(SRC4, 1000, SUB, flags::SYN)), xdp::PASS);
     // Another source is not affected.
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)), xdp::PASS);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)),
+        xdp::PASS
+    );
     // Completing a handshake frees a slot.
     p.tc(TC_INGRESS, &tcp4_from(SRC4, 1000, SUB, flags::ACK));
     assert_eq!(p.peer(key).unwrap().half_open, 1);
@@ -237,7 +278,11 @@ fn half_open_limit_and_timeout() {
     std::thread::sleep(Duration::from_millis(400));
     let ps = p.peer(key).unwrap();
     assert_eq!(ps.half_open, 2, "lazily: the stored count is still there");
-    assert_eq!(ps.half_open_at(ktime_now_ns(), 300 * MS), 0, "but no longer in effect");
+    assert_eq!(
+        ps.half_open_at(ktime_now_ns(), 300 * MS),
+        0,
+        "but no longer in effect"
+    );
     assert_eq!(p.xdp(&tcp4_from(SRC4, 1003, SUB, flags::SYN)), xdp::PASS);
     // The next SYN resets the count and starts a new epoch ...
     p.tc(TC_INGRESS, &tcp4_from(SRC4, 1003, SUB, flags::SYN));
@@ -267,9 +312,15 @@ fn connection_limit_refuses_the_next_connection_per_source() {
     assert_eq!(drops(&p, key, DropReason::ConnLimit), 1);
     assert_eq!(p.global(Counter::DropConnLimit), 1);
     // Another source still connects.
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)), xdp::PASS);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)),
+        xdp::PASS
+    );
     // One connection closes (client FIN): the next one is admitted.
-    p.tc(TC_INGRESS, &tcp4_from(SRC4, 2000, SUB, flags::FIN | flags::ACK));
+    p.tc(
+        TC_INGRESS,
+        &tcp4_from(SRC4, 2000, SUB, flags::FIN | flags::ACK),
+    );
     assert_eq!(p.peer(key).unwrap().established, 1);
     assert_eq!(p.xdp(&tcp4_from(SRC4, 2002, SUB, flags::SYN)), xdp::PASS);
     // Herz aborting one (RST out) counts too.
@@ -300,7 +351,11 @@ fn global_syn_guard_drops_new_sources_but_not_connected_ones() {
         .map(|i| p.xdp(&tcp4_from([198, 19, 1, i], 4000, SUB, flags::SYN)))
         .collect();
     assert_eq!(&verdicts[..3], &[xdp::PASS; 3], "the burst");
-    assert_eq!(&verdicts[3..], &[xdp::DROP; 5], "then random sources are dropped");
+    assert_eq!(
+        &verdicts[3..],
+        &[xdp::DROP; 5],
+        "then random sources are dropped"
+    );
     assert_eq!(p.global(Counter::DropGlobalSyn), 5);
     assert_eq!(drops(&p, k4([198, 19, 1, 8]), DropReason::GlobalSyn), 1);
     // A source with a live connection still gets through the exhausted guard.
@@ -352,7 +407,8 @@ fn trusted_sources_skip_the_flood_rules_but_not_the_blocklist() {
 
 #[test]
 fn repeat_offenders_are_auto_blocked_with_one_event_per_state_change() {
-    let Some(mut p) = load("repeat_offenders_are_auto_blocked_with_one_event_per_state_change") else {
+    let Some(mut p) = load("repeat_offenders_are_auto_blocked_with_one_event_per_state_change")
+    else {
         return;
     };
     p.set_params(&ShieldParams {
@@ -371,7 +427,11 @@ fn repeat_offenders_are_auto_blocked_with_one_event_per_state_change() {
     assert!(verdicts[1..].iter().all(|v| *v == xdp::DROP));
     let key = k4(SRC4);
     assert_eq!(drops(&p, key, DropReason::SynRate), 3, "until the block");
-    assert_eq!(drops(&p, key, DropReason::AutoBlocked), 46, "then by the block");
+    assert_eq!(
+        drops(&p, key, DropReason::AutoBlocked),
+        46,
+        "then by the block"
+    );
     assert_eq!(p.global(Counter::AutoBlocks), 1);
     let blocked = p.blocked();
     assert_eq!(blocked.len(), 1);
@@ -392,7 +452,10 @@ fn repeat_offenders_are_auto_blocked_with_one_event_per_state_change() {
     assert_eq!(events[1].kind, EventKind::AutoBlocked as u32);
     assert_eq!(events[1].value, entry.expires_ns);
     // Other sources are unaffected.
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)), xdp::PASS);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 0, 3], 1, SUB, flags::SYN)),
+        xdp::PASS
+    );
     // When the block expires, the source is back to the ordinary rules.
     p.block("198.18.0.2", ktime_now_ns() - 1, Origin::AUTO);
     p.set_params(&ShieldParams::default());
@@ -431,7 +494,11 @@ fn udp_feed_sources_and_rate() {
     let v: Vec<u32> = (0..4).map(|_| p.xdp(&udp4_from(SRC4, FEED, 8))).collect();
     assert_eq!(v, [xdp::PASS, xdp::PASS, xdp::DROP, xdp::DROP]);
     assert_eq!(drops(&p, k4(SRC4), DropReason::UdpRate), 2);
-    assert_eq!(p.xdp(&udp4_from([198, 18, 0, 1], FEED, 8)), xdp::PASS, "per source");
+    assert_eq!(
+        p.xdp(&udp4_from([198, 18, 0, 1], FEED, 8)),
+        xdp::PASS,
+        "per source"
+    );
 }
 
 #[test]
@@ -450,10 +517,22 @@ fn other_ports_are_never_policed() {
         ..Default::default()
     });
     for i in 0..5 {
-        assert_eq!(p.xdp(&tcp4_from(SRC4, 100 + i, 22, flags::SYN)), xdp::PASS, "SSH");
+        assert_eq!(
+            p.xdp(&tcp4_from(SRC4, 100 + i, 22, flags::SYN)),
+            xdp::PASS,
+            "SSH"
+        );
         assert_eq!(p.xdp(&udp4_from(SRC4, 53, 8)), xdp::PASS);
-        assert_eq!(p.xdp(&frames::udp4(SUB, 8)), xdp::PASS, "UDP to a TCP-only Herz port");
-        assert_eq!(p.xdp(&tcp4_from(SRC4, 1, FEED, flags::SYN)), xdp::PASS, "TCP to a UDP-only port");
+        assert_eq!(
+            p.xdp(&frames::udp4(SUB, 8)),
+            xdp::PASS,
+            "UDP to a TCP-only Herz port"
+        );
+        assert_eq!(
+            p.xdp(&tcp4_from(SRC4, 1, FEED, flags::SYN)),
+            xdp::PASS,
+            "TCP to a UDP-only port"
+        );
         assert_eq!(p.xdp(&tcp6_from(SRC6, 1, 22, flags::SYN)), xdp::PASS);
     }
     let mut icmp = eth(ETH_IP, &[]);
@@ -486,7 +565,13 @@ fn policy_applies_through_vlan_tags_options_and_extension_headers() {
     let dest_opts = (60u8, vec![0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     let first_fragment = (44u8, vec![0, 0, 0, 1, 0, 0, 0, 7]);
     let mut f = eth(ETH_IPV6, &[200]);
-    f.extend(ipv6(SRC6, frames::DST6, 6, &[hop_by_hop, dest_opts, first_fragment], &syn));
+    f.extend(ipv6(
+        SRC6,
+        frames::DST6,
+        6,
+        &[hop_by_hop, dest_opts, first_fragment],
+        &syn,
+    ));
     frames_dropped.push(f);
     for f in &frames_dropped {
         assert_eq!(p.xdp(f), xdp::DROP, "{f:02x?}");
@@ -597,13 +682,23 @@ fn pinned_lists_and_live_config_take_effect_on_the_next_packet() {
         return;
     };
     let dir = PinDir::new();
-    for name in [maps::CONFIG, maps::PORTS, maps::ALLOW, maps::BLOCK, maps::FEED_SOURCES] {
+    for name in [
+        maps::CONFIG,
+        maps::PORTS,
+        maps::ALLOW,
+        maps::BLOCK,
+        maps::FEED_SOURCES,
+    ] {
         p.pin(name, &dir.0);
     }
     let syn = |port| p.xdp(&tcp4_from(SRC4, port, SUB, flags::SYN));
     // `herz block` with a TTL, `herz unblock`.
-    let row = pinned::block(&dir.0, "198.18.0.0/24".parse().unwrap(), Some(Duration::from_millis(300)))
-        .unwrap();
+    let row = pinned::block(
+        &dir.0,
+        "198.18.0.0/24".parse().unwrap(),
+        Some(Duration::from_millis(300)),
+    )
+    .unwrap();
     assert_eq!(row.origin, "manual");
     assert_eq!(syn(1), xdp::DROP);
     let listed = pinned::read_blocked(&dir.0).unwrap();
@@ -616,7 +711,10 @@ fn pinned_lists_and_live_config_take_effect_on_the_next_packet() {
     assert!(!pinned::unblock(&dir.0, "198.18.0.0/24".parse().unwrap()).unwrap());
     pinned::block(&dir.0, "198.18.0.2".parse().unwrap(), None).unwrap();
     assert_eq!(syn(3), xdp::DROP);
-    assert!(!pinned::unblock(&dir.0, "198.18.0.0/16".parse().unwrap()).unwrap(), "exact match only");
+    assert!(
+        !pinned::unblock(&dir.0, "198.18.0.0/16".parse().unwrap()).unwrap(),
+        "exact match only"
+    );
     assert!(pinned::unblock(&dir.0, "198.18.0.2".parse().unwrap()).unwrap());
     assert_eq!(syn(4), xdp::PASS);
     // The config's [shield] section, applied live: thresholds, lists and ports.
@@ -634,11 +732,19 @@ fn pinned_lists_and_live_config_take_effect_on_the_next_packet() {
     assert_eq!((params.syn_rate, params.syn_burst), (1, 2));
     assert_eq!(params.flags, ShieldParams::FLAG_FEED_SOURCES);
     let fresh = [198, 18, 0, 3];
-    let v: Vec<u32> = (0..3).map(|i| p.xdp(&tcp4_from(fresh, i, SUB, flags::SYN))).collect();
+    let v: Vec<u32> = (0..3)
+        .map(|i| p.xdp(&tcp4_from(fresh, i, SUB, flags::SYN)))
+        .collect();
     assert_eq!(v, [xdp::PASS, xdp::PASS, xdp::DROP]);
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 7, 1], 1, SUB, flags::SYN)), xdp::DROP);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 7, 1], 1, SUB, flags::SYN)),
+        xdp::DROP
+    );
     for _ in 0..5 {
-        assert_eq!(p.xdp(&tcp4_from([198, 18, 9, 9], 1, SUB, flags::SYN)), xdp::PASS);
+        assert_eq!(
+            p.xdp(&tcp4_from([198, 18, 9, 9], 1, SUB, flags::SYN)),
+            xdp::PASS
+        );
     }
     assert_eq!(p.xdp(&udp4_from([198, 18, 5, 5], FEED, 8)), xdp::DROP);
     // A manual block survives a reload; a config entry the new config drops is removed.
@@ -654,11 +760,48 @@ fn pinned_lists_and_live_config_take_effect_on_the_next_packet() {
         .map(|r| r.cidr.to_string())
         .collect();
     assert_eq!(listed, ["198.18.8.0/24"]);
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 7, 1], 2, SUB, flags::SYN)), xdp::PASS);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 7, 1], 2, SUB, flags::SYN)),
+        xdp::PASS
+    );
     assert_eq!(p.xdp(&udp4_from([198, 18, 5, 5], FEED, 8)), xdp::PASS);
     // `herz allow` / `herz disallow`.
     pinned::allow(&dir.0, "198.18.8.7".parse().unwrap()).unwrap();
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 8, 7], 1, SUB, flags::SYN)), xdp::PASS);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 8, 7], 1, SUB, flags::SYN)),
+        xdp::PASS
+    );
     assert!(pinned::disallow(&dir.0, "198.18.8.7".parse().unwrap()).unwrap());
-    assert_eq!(p.xdp(&tcp4_from([198, 18, 8, 7], 2, SUB, flags::SYN)), xdp::DROP);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 18, 8, 7], 2, SUB, flags::SYN)),
+        xdp::DROP
+    );
+}
+
+#[test]
+fn a_synthetic_rst_closes_a_flow_in_either_family() {
+    let Some(p) = load("a_synthetic_rst_closes_a_flow_in_either_family") else {
+        return;
+    };
+    // What the daemon runs through the tc program for a connection that vanished without FIN or RST.
+    handshake(&p, SRC4, 7000);
+    let mut synack = eth(ETH_IPV6, &[]);
+    synack.extend(ipv6(
+        frames::DST6,
+        SRC6,
+        6,
+        &[],
+        &tcp(SUB, 7001, flags::SYN | flags::ACK),
+    ));
+    p.tc(TC_INGRESS, &tcp6_from(SRC6, 7001, SUB, flags::SYN));
+    p.tc(TC_EGRESS, &synack);
+    p.tc(TC_INGRESS, &tcp6_from(SRC6, 7001, SUB, flags::ACK));
+    let (_, est) = p.flows();
+    assert_eq!(est.len(), 2);
+    for (flow, _) in est {
+        p.tc(TC_INGRESS, &herz_user::shield::events::rst_frame(&flow));
+    }
+    assert_eq!(p.flows(), (vec![], vec![]));
+    assert_eq!(p.peer(k4(SRC4)).unwrap().established, 0);
+    assert_eq!(p.peer(SourceKey { addr: SRC6 }).unwrap().established, 0);
 }

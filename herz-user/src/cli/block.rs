@@ -74,7 +74,8 @@ pub struct ListArgs {
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
-    s.parse().map_err(|e: crate::shield::cidr::ParseError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::shield::cidr::ParseError| e.to_string())
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
@@ -128,7 +129,11 @@ pub fn blocked(a: &ListArgs, default_pin: &Path) -> anyhow::Result<()> {
         writeln!(out, "blocklist empty")?;
         return Ok(());
     }
-    writeln!(out, "{:<44} {:<8} {:<14} {:>12}", "network", "origin", "reason", "expires in")?;
+    writeln!(
+        out,
+        "{:<44} {:<8} {:<14} {:>12}",
+        "network", "origin", "reason", "expires in"
+    )?;
     for r in &rows {
         let expires = match (r.expired, r.expires_in_ms) {
             (true, _) => "expired".to_string(),
@@ -169,7 +174,9 @@ pub fn allow(a: &AllowArgs, default_pin: &Path) -> anyhow::Result<()> {
 pub fn disallow(a: &CidrArgs, default_pin: &Path) -> anyhow::Result<()> {
     let pin = a.pin.resolve(default_pin);
     loaded(&pin)?;
-    if !pinned::disallow(&pin, a.cidr).with_context(|| format!("removing {} from the allowlist", a.cidr))? {
+    if !pinned::disallow(&pin, a.cidr)
+        .with_context(|| format!("removing {} from the allowlist", a.cidr))?
+    {
         anyhow::bail!("{} is not on the allowlist (see `herz allowed`)", a.cidr);
     }
     println!("removed {} from the allowlist", a.cidr);
@@ -204,7 +211,11 @@ pub fn allowed(a: &ListArgs, default_pin: &Path) -> anyhow::Result<()> {
             writeln!(out, "  {c}")?;
         }
     }
-    writeln!(out, "trusted sources (logged-in subscribers): {}", trusted.len())?;
+    writeln!(
+        out,
+        "trusted sources (logged-in subscribers): {}",
+        trusted.len()
+    )?;
     for t in &trusted {
         writeln!(out, "  {t}")?;
     }

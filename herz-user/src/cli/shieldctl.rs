@@ -43,7 +43,10 @@ pub enum ShieldAction {
 pub fn shield(a: &ShieldArgs, config: &Config) -> anyhow::Result<()> {
     match &a.action {
         ShieldAction::Show { json, pin } => {
-            let pin = pin.pin_path.clone().unwrap_or_else(|| config.shield.pin_path.clone());
+            let pin = pin
+                .pin_path
+                .clone()
+                .unwrap_or_else(|| config.shield.pin_path.clone());
             loaded(&pin)?;
             let p = pinned::read_params(&pin)?;
             let v = params_json(&p);
@@ -57,10 +60,17 @@ pub fn shield(a: &ShieldArgs, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         ShieldAction::Reload { pin } => {
-            let pin = pin.pin_path.clone().unwrap_or_else(|| config.shield.pin_path.clone());
+            let pin = pin
+                .pin_path
+                .clone()
+                .unwrap_or_else(|| config.shield.pin_path.clone());
             loaded(&pin)?;
-            let applied = apply::apply_config(&pin, config)
-                .with_context(|| format!("applying the configuration to the shield at {}", pin.display()))?;
+            let applied = apply::apply_config(&pin, config).with_context(|| {
+                format!(
+                    "applying the configuration to the shield at {}",
+                    pin.display()
+                )
+            })?;
             println!(
                 "shield configuration applied: {} ports, {} allow, {} block, {} feed sources, {} stale entries removed",
                 applied.ports, applied.allow, applied.block, applied.feed_sources, applied.removed

@@ -91,8 +91,8 @@ pub fn stats(pin_path: &Path, state_dir: &Path, json: bool, top: usize) -> anyho
     writeln!(out, "\ntop sources ({tracked} tracked)")?;
     writeln!(
         out,
-        "  {:<40} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11}  {}",
-        "source", "packets", "bytes", "tcp_syn", "udp", "drops", "half_open", "established", "drop reasons"
+        "  {:<40} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>11}  drop reasons",
+        "source", "packets", "bytes", "tcp_syn", "udp", "drops", "half_open", "established",
     )?;
     for r in &sources {
         let name = if r.trusted {

@@ -71,7 +71,8 @@ pub fn port_roles(config: &Config) -> Vec<(PortKey, u32)> {
         if Some(port) == rerequest {
             role |= PortRole::REREQUEST;
         }
-        *out.entry((IPPROTO_UDP, port)).or_default() |= if role == 0 { PortRole::FEED } else { role };
+        *out.entry((IPPROTO_UDP, port)).or_default() |=
+            if role == 0 { PortRole::FEED } else { role };
     }
     out.into_iter()
         .map(|((proto, port), role)| (PortKey::new(proto, port), role))
@@ -120,7 +121,13 @@ pub fn apply_config(pin_path: &Path, config: &Config) -> Result<Applied, ShieldE
     // Allowlist: config entries replace config entries; manual ones stay (and win over config ones).
     let mut allow: Trie<u32> = open_trie(pin_path, maps::ALLOW)?;
     let want: BTreeSet<Cidr> = config.shield.allow.iter().copied().collect();
-    applied.removed += sync_config_entries(&mut allow, maps::ALLOW, &want, |o| *o == Origin::CONFIG, Origin::CONFIG)?;
+    applied.removed += sync_config_entries(
+        &mut allow,
+        maps::ALLOW,
+        &want,
+        |o| *o == Origin::CONFIG,
+        Origin::CONFIG,
+    )?;
     applied.allow = want.len();
 
     let mut block: Trie<BlockEntry> = open_trie(pin_path, maps::BLOCK)?;
@@ -131,13 +138,25 @@ pub fn apply_config(pin_path: &Path, config: &Config) -> Result<Applied, ShieldE
         origin: Origin::CONFIG,
         reason: 0,
     };
-    applied.removed += sync_config_entries(&mut block, maps::BLOCK, &want, |e| e.origin == Origin::CONFIG, entry)?;
+    applied.removed += sync_config_entries(
+        &mut block,
+        maps::BLOCK,
+        &want,
+        |e| e.origin == Origin::CONFIG,
+        entry,
+    )?;
     applied.block = want.len();
 
     // Feed sources come only from the config: replace them all.
     let mut feed: Trie<u32> = open_trie(pin_path, maps::FEED_SOURCES)?;
     let want: BTreeSet<Cidr> = config.shield.feed_sources.iter().copied().collect();
-    applied.removed += sync_config_entries(&mut feed, maps::FEED_SOURCES, &want, |_| true, Origin::CONFIG)?;
+    applied.removed += sync_config_entries(
+        &mut feed,
+        maps::FEED_SOURCES,
+        &want,
+        |_| true,
+        Origin::CONFIG,
+    )?;
     applied.feed_sources = want.len();
     Ok(applied)
 }
@@ -167,7 +186,8 @@ fn sync_config_entries<V: aya::Pod>(
         if existing.get(cidr) == Some(&false) {
             continue;
         }
-        trie.insert(&cidr.aya_key(), value, 0).map_err(map_error(name))?;
+        trie.insert(&cidr.aya_key(), value, 0)
+            .map_err(map_error(name))?;
     }
     Ok(removed)
 }

@@ -46,11 +46,19 @@ impl Cidr {
         }
         let addr = match addr {
             IpAddr::V4(v4) => {
-                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - prefix)
+                };
                 IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
             }
             IpAddr::V6(v6) => {
-                let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - prefix)
+                };
                 IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
             }
         };
@@ -169,9 +177,7 @@ impl serde::Serialize for Cidr {
 /// Parses `30s`, `5m`, `1h`, `2d`, `500ms` (one number and one unit; a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, ParseError> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num.parse().map_err(|_| ParseError::Duration(s.into()))?;
     let d = match unit.trim() {
@@ -248,7 +254,14 @@ mod tests {
 
     #[test]
     fn bad_cidrs_are_refused_with_the_input() {
-        for bad in ["", "198.18.0.0/", "198.18.0.0/x", "198.18.0/15", "/8", "1.2.3.4/-1"] {
+        for bad in [
+            "",
+            "198.18.0.0/",
+            "198.18.0.0/x",
+            "198.18.0/15",
+            "/8",
+            "1.2.3.4/-1",
+        ] {
             let e = bad.parse::<Cidr>().unwrap_err();
             assert!(e.to_string().contains("is not a CIDR"), "{bad}: {e}");
         }

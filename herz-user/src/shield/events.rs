@@ -91,8 +91,7 @@ pub fn decode(bytes: &[u8], now_ns: u64) -> Option<Event> {
         return None;
     }
     // SAFETY: length checked; ShieldEvent is plain data, read unaligned.
-    let ev: herz_common::ShieldEvent =
-        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let ev: herz_common::ShieldEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let source = key_to_ip(&herz_common::SourceKey { addr: ev.addr });
     let reason = DropReason::from_u32(ev.reason).map_or("unknown", |r| r.label());
     match EventKind::from_u32(ev.kind)? {
@@ -195,20 +194,36 @@ impl LineBudget {
 
 fn log_event(ev: &Event, suppressed: u64) {
     match ev {
-        Event::Threshold { source, reason, drops } => tracing::warn!(
+        Event::Threshold {
+            source,
+            reason,
+            drops,
+        } => tracing::warn!(
             event = "threshold", %source, reason, drops, suppressed,
             "shield: source crossed a flood threshold, dropping"
         ),
-        Event::AutoBlocked { source, reason, ttl_ms } => tracing::warn!(
+        Event::AutoBlocked {
+            source,
+            reason,
+            ttl_ms,
+        } => tracing::warn!(
             event = "auto_block", %source, reason, ttl = %format_duration(Duration::from_millis(*ttl_ms)), suppressed,
             "shield: source auto-blocked"
         ),
-        Event::Blocked { cidr, origin, ttl_ms } => tracing::info!(
+        Event::Blocked {
+            cidr,
+            origin,
+            ttl_ms,
+        } => tracing::info!(
             event = "block", %cidr, origin,
             ttl = %ttl_ms.map_or("permanent".into(), |t| format_duration(Duration::from_millis(t))), suppressed,
             "shield: blocked"
         ),
-        Event::Unblocked { cidr, origin, expired } => tracing::info!(
+        Event::Unblocked {
+            cidr,
+            origin,
+            expired,
+        } => tracing::info!(
             event = "unblock", %cidr, origin, expired, suppressed,
             "shield: unblocked"
         ),
@@ -324,7 +339,10 @@ impl Worker {
                 }
             }
             if let Some(n) = self.budget.overdue(Instant::now()) {
-                tracing::warn!(suppressed = n, "shield: event log lines suppressed by the rate limit");
+                tracing::warn!(
+                    suppressed = n,
+                    "shield: event log lines suppressed by the rate limit"
+                );
             }
         }
         self.drain();
@@ -357,7 +375,10 @@ impl Worker {
         let mut out = BTreeMap::new();
         for item in self.block.iter() {
             let (k, e) = item?;
-            out.insert(Cidr::from_key(k.prefix_len(), k.data()), (e.origin, e.created_ns));
+            out.insert(
+                Cidr::from_key(k.prefix_len(), k.data()),
+                (e.origin, e.created_ns),
+            );
         }
         Ok(out)
     }
@@ -505,7 +526,7 @@ fn parse_proc_addr(s: &str, v6: bool) -> Option<([u8; 16], u16)> {
 }
 
 /// A client→server RST for `flow`, as an Ethernet frame.
-pub(crate) fn rst_frame(flow: &FlowKey) -> Vec<u8> {
+pub fn rst_frame(flow: &FlowKey) -> Vec<u8> {
     let client = std::net::Ipv6Addr::from(flow.client);
     let server = std::net::Ipv6Addr::from(flow.server);
     let mut tcp = vec![0u8; 20];
@@ -639,9 +660,18 @@ mod tests {
     fn proc_net_tcp_addresses() {
         let (a, p) = parse_proc_addr("0100007F:1BBC", false).unwrap();
         assert_eq!(p, 7100);
-        assert_eq!(std::net::Ipv6Addr::from(a).to_ipv4_mapped().unwrap().octets(), [127, 0, 0, 1]);
+        assert_eq!(
+            std::net::Ipv6Addr::from(a)
+                .to_ipv4_mapped()
+                .unwrap()
+                .octets(),
+            [127, 0, 0, 1]
+        );
         let (a, _) = parse_proc_addr("B80D0120000000000000000002000000:0050", true).unwrap();
-        assert_eq!(std::net::Ipv6Addr::from(a), "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(
+            std::net::Ipv6Addr::from(a),
+            "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()
+        );
         assert!(parse_proc_addr("zz:1", false).is_none());
     }
 

@@ -110,7 +110,9 @@ pub enum ShieldError {
     #[error("another herz daemon is running with shield.pin_path = {0}")]
     PinPathInUse(PathBuf),
     /// Nothing is pinned where the maps were looked for.
-    #[error("no shield loaded at {0} (is `herz run` up with the shield active, with this shield.pin_path?)")]
+    #[error(
+        "no shield loaded at {0} (is `herz run` up with the shield active, with this shield.pin_path?)"
+    )]
     NotLoaded(PathBuf),
 }
 
@@ -157,10 +159,10 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
-                return true;
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        {
+            return true;
         }
         cur = err.source();
     }
@@ -203,7 +205,8 @@ pub fn pinned_map_names() -> &'static [&'static str] {
 }
 
 impl Shield {
-    /// Loads, attaches and pins, per `config`. On error nothing stays attached or pinned.
+    /// Loads, pins, writes the configuration, attaches and starts the event thread, per `config`. On
+    /// error nothing stays attached or pinned.
     pub fn start(config: &Config) -> Result<Self, ShieldError> {
         if EBPF_OBJECT.is_empty() {
             return Err(ShieldError::NoObject);

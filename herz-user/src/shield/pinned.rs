@@ -4,12 +4,7 @@
 //! Writes here take effect on the next packet: the XDP program looks the lists up for every frame to a
 //! Herz port.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    path::Path,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use aya::maps::{
     Array, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
@@ -168,7 +163,10 @@ pub(crate) fn open(pin_path: &Path, name: &'static str) -> Result<Map, ShieldErr
 
 pub(crate) type Trie<V> = LpmTrie<MapData, [u8; 16], V>;
 
-pub(crate) fn open_trie<V: aya::Pod>(pin_path: &Path, name: &'static str) -> Result<Trie<V>, ShieldError> {
+pub(crate) fn open_trie<V: aya::Pod>(
+    pin_path: &Path,
+    name: &'static str,
+) -> Result<Trie<V>, ShieldError> {
     LpmTrie::try_from(open(pin_path, name)?).map_err(map_error(name))
 }
 
@@ -336,7 +334,8 @@ impl BlockRow {
             reason: (e.origin == Origin::AUTO)
                 .then(|| DropReason::from_u32(e.reason).map(|r| r.label()))
                 .flatten(),
-            expires_in_ms: (e.expires_ns != 0).then(|| e.expires_ns.saturating_sub(now) / 1_000_000),
+            expires_in_ms: (e.expires_ns != 0)
+                .then(|| e.expires_ns.saturating_sub(now) / 1_000_000),
             expired: !e.active(now),
             age_ms: now.saturating_sub(e.created_ns) / 1_000_000,
         }
@@ -350,9 +349,13 @@ pub fn read_blocked(pin_path: &Path) -> Result<Vec<BlockRow>, ShieldError> {
     let mut rows = Vec::new();
     for item in trie.iter() {
         let (k, e) = item.map_err(map_error(maps::BLOCK))?;
-        rows.push(BlockRow::new(Cidr::from_key(k.prefix_len(), k.data()), &e, now));
+        rows.push(BlockRow::new(
+            Cidr::from_key(k.prefix_len(), k.data()),
+            &e,
+            now,
+        ));
     }
-    rows.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+    rows.sort_by_key(|r| r.cidr);
     Ok(rows)
 }
 
@@ -361,7 +364,9 @@ pub fn block(pin_path: &Path, cidr: Cidr, ttl: Option<Duration>) -> Result<Block
     let mut trie: Trie<BlockEntry> = open_trie(pin_path, maps::BLOCK)?;
     let now = ktime_now_ns();
     let entry = BlockEntry {
-        expires_ns: ttl.map_or(0, |t| now.saturating_add(t.as_nanos().min(u64::MAX as u128) as u64)),
+        expires_ns: ttl.map_or(0, |t| {
+            now.saturating_add(t.as_nanos().min(u64::MAX as u128) as u64)
+        }),
         created_ns: now,
         origin: Origin::MANUAL,
         reason: 0,
@@ -377,7 +382,11 @@ pub fn unblock(pin_path: &Path, cidr: Cidr) -> Result<bool, ShieldError> {
     remove_exact(&mut trie, cidr, maps::BLOCK)
 }
 
-fn remove_exact<V: aya::Pod>(trie: &mut Trie<V>, cidr: Cidr, name: &'static str) -> Result<bool, ShieldError> {
+fn remove_exact<V: aya::Pod>(
+    trie: &mut Trie<V>,
+    cidr: Cidr,
+    name: &'static str,
+) -> Result<bool, ShieldError> {
     let key = cidr.aya_key();
     // A lookup matches the longest covering prefix; only an entry for exactly this network counts.
     let present = trie
@@ -414,7 +423,7 @@ pub fn read_allowed(pin_path: &Path) -> Result<Vec<AllowRow>, ShieldError> {
             origin: origin_label(origin),
         });
     }
-    rows.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+    rows.sort_by_key(|r| r.cidr);
     Ok(rows)
 }
 
