@@ -329,3 +329,44 @@ fn a_non_root_daemon_runs_with_the_shield_disabled_and_says_why() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_logged_in_subscriber_is_trusted_until_its_session_ends() {
+    if !privileged("a_logged_in_subscriber_is_trusted_until_its_session_ends") {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let s = setup(&[&net.host_if], net.host_addr);
+    let mut d = Daemon::start(&s.config);
+    wait_loaded(&mut d, &s.pin_path);
+    let addr = SocketAddr::from((net.host_addr, SUB_PORT));
+    let ns_ip = std::net::IpAddr::V4(net.ns_addr);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (logged_tx, logged_rx) = std::sync::mpsc::channel::<()>();
+    let path = format!("/run/netns/{}", net.ns);
+    let client = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on this thread only.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }, 0);
+        let mut sub = herz_client::SoupSubscriber::connect(addr, Duration::from_secs(5)).unwrap();
+        sub.login("demo", "demo", herz_core::protocol::moldudp64::Session::BLANK, 0, None).unwrap();
+        logged_tx.send(()).unwrap();
+        let _ = rx.recv();
+        sub.logout().unwrap();
+    });
+    logged_rx.recv().unwrap();
+    let trusted = || herz_user::shield::pinned::read_trusted(&s.pin_path).unwrap();
+    let t = std::time::Instant::now();
+    while !trusted().contains(&ns_ip) {
+        assert!(t.elapsed() < Duration::from_secs(5), "login did not mark {ns_ip} trusted: {:?}", trusted());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tx.send(()).unwrap();
+    client.join().unwrap();
+    let t = std::time::Instant::now();
+    while trusted().contains(&ns_ip) {
+        assert!(t.elapsed() < Duration::from_secs(5), "logout did not remove the trust");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.stop_with(libc::SIGTERM).success());
+}

@@ -18,6 +18,12 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>, log_reload: 
     // Sockets first: a port in use fails the start before anything is attached in the kernel.
     let mut distributor = Distributor::bind(&config)?;
     let (shield, state) = start_shield(&config)?;
+    if let Some(sh) = &shield {
+        match sh.handle() {
+            Ok(h) => distributor.set_trust(h),
+            Err(e) => tracing::warn!(error = %e, "trusted sessions off: cannot open the shield's trusted map"),
+        }
+    }
     let status = Status {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),

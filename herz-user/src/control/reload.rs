@@ -23,6 +23,15 @@ pub(super) async fn on_sighup(mut ctx: ControlContext) {
                 Err(e) => tracing::error!("log.level `{}` not applied: {e}", new.log.level),
             }
         }
+        if format!("{:?}", new.shield) != format!("{:?}", ctx.config.shield) {
+            match &ctx.pin_path {
+                Some(pin) => match crate::shield::apply::apply_config(pin, &new) {
+                    Ok(_) => changed.push("shield thresholds, ports and lists".to_string()),
+                    Err(e) => tracing::error!("shield settings not applied: {e}"),
+                },
+                None => tracing::warn!("shield settings changed but the shield is not loaded"),
+            }
+        }
         let needs_restart: Vec<&str> = [
             ("subscribers", format!("{:?}", new.subscribers) != format!("{:?}", ctx.config.subscribers)),
             ("publishers", format!("{:?}", new.publishers) != format!("{:?}", ctx.config.publishers)),
@@ -39,5 +48,6 @@ pub(super) async fn on_sighup(mut ctx: ControlContext) {
             tracing::info!(changed = ?changed, needs_restart = ?needs_restart, "reload applied");
         }
         ctx.config.log = new.log;
+        ctx.config.shield = new.shield;
     }
 }

@@ -167,6 +167,8 @@ pub struct Distributor {
     shared: Arc<Shared>,
     logs: Logs,
     last_snapshot: u64,
+    /// Marks logged-in peers as trusted in the shield (never dropped by its flood rules).
+    trust: Option<crate::shield::ShieldHandle>,
     /// Sessions whose read budget ran out: read again next iteration (edge-triggered events will not
     /// say so).
     reread: Vec<usize>,
@@ -303,6 +305,7 @@ impl Distributor {
                 ..Default::default()
             }),
             last_snapshot: 0,
+            trust: None,
             reread: Vec::new(),
             logs: Logs {
                 closes: RateLimitedLog::new(10),
@@ -315,6 +318,12 @@ impl Distributor {
     /// The counters and gauges the control plane reads.
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// Lets the shield trust logged-in peers: one map update on a peer's first login, one delete when its
+    /// last session closes.
+    pub fn set_trust(&mut self, handle: crate::shield::ShieldHandle) {
+        self.trust = Some(handle);
     }
 
     /// The instant the loop's monotonic clock counts from.
@@ -527,6 +536,11 @@ impl Distributor {
         }
         if outcome.logged_in {
             add(&counters.logins_accepted, 1);
+            if let Some(t) = &mut self.trust
+                && let Err(e) = t.trust(s.peer.ip())
+            {
+                tracing::warn!(peer = %s.peer, error = %e, "cannot mark the peer trusted in the shield");
+            }
             self.shared
                 .gauges
                 .sessions_pending
@@ -559,6 +573,12 @@ impl Distributor {
     fn close(&mut self, key: usize, reason: CloseReason, now: u64) {
         let mut s = self.sessions.remove(key);
         let _ = self.poll.registry().deregister(&mut s.stream);
+        if s.state == State::Active
+            && let Some(t) = &mut self.trust
+            && let Err(e) = t.untrust(s.peer.ip())
+        {
+            tracing::warn!(peer = %s.peer, error = %e, "cannot remove the peer's trust in the shield");
+        }
         let c = &self.shared.counters;
         match &reason {
             CloseReason::Malformed(_) => add(&c.malformed_closes, 1),
