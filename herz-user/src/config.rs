@@ -871,6 +871,13 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_example_is_valid() {
+        let c = Config::from_toml(include_str!("../../deploy/herz.example.toml"), "herz.example.toml").unwrap();
+        assert_eq!(c.feeds[0].lines.len(), 2);
+        assert_eq!(c.channels.len(), 2);
+    }
+
+    #[test]
     fn empty_file_is_the_defaults() {
         let c = Config::from_toml("", "empty").unwrap();
         assert_eq!(c.subscribers.listen, Config::default().subscribers.listen);
