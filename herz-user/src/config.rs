@@ -484,7 +484,10 @@ pub struct ControlConfig {
 
 impl Default for ControlConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9100)) }
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
     }
 }
 
@@ -872,7 +875,11 @@ mod tests {
 
     #[test]
     fn the_deployment_example_is_valid() {
-        let c = Config::from_toml(include_str!("../../deploy/herz.example.toml"), "herz.example.toml").unwrap();
+        let c = Config::from_toml(
+            include_str!("../../deploy/herz.example.toml"),
+            "herz.example.toml",
+        )
+        .unwrap();
         assert_eq!(c.feeds[0].lines.len(), 2);
         assert_eq!(c.channels.len(), 2);
     }

@@ -1,7 +1,9 @@
 //! tracing setup: human lines by default, JSON on request, per-target levels from a filter string, and a
 //! handle to change the filter at run time (SIGHUP).
 
-use tracing_subscriber::{EnvFilter, Registry, fmt, layer::SubscriberExt as _, reload, util::SubscriberInitExt as _};
+use tracing_subscriber::{
+    EnvFilter, Registry, fmt, layer::SubscriberExt as _, reload, util::SubscriberInitExt as _,
+};
 
 use crate::config::LogFormat;
 
@@ -35,10 +37,19 @@ pub fn init(format: LogFormat, level: &str) -> LogReload {
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let ok = match format {
-        LogFormat::Human => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init().is_ok(),
-        LogFormat::Json => {
-            registry.with(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr)).try_init().is_ok()
-        }
+        LogFormat::Human => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init()
+            .is_ok(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
+            .is_ok(),
     };
     LogReload(ok.then_some(handle))
 }

@@ -72,11 +72,26 @@ pub fn start(ep: &Endpoints, subscribers: &str, extra: &str) -> (Daemon, tempfil
 }
 
 /// Like [`start`], with the shield attached to `lo` and pinned at `pin_path`.
-pub fn start_with_shield(ep: &Endpoints, pin_path: &str, subscribers: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
-    start_config(ep, &format!("[shield]\ninterfaces = [\"lo\"]\npin_path = \"{pin_path}\"\n"), subscribers, extra)
+pub fn start_with_shield(
+    ep: &Endpoints,
+    pin_path: &str,
+    subscribers: &str,
+    extra: &str,
+) -> (Daemon, tempfile::TempDir) {
+    start_config(
+        ep,
+        &format!("[shield]\ninterfaces = [\"lo\"]\npin_path = \"{pin_path}\"\n"),
+        subscribers,
+        extra,
+    )
 }
 
-fn start_config(ep: &Endpoints, shield: &str, subscribers: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
+fn start_config(
+    ep: &Endpoints,
+    shield: &str,
+    subscribers: &str,
+    extra: &str,
+) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("herz.toml");
     let toml = format!(
@@ -144,7 +159,10 @@ listen = "{control}"
 /// GET `path` from the daemon's control endpoint: (status, body).
 pub fn http_get(ep: &Endpoints, path: &str) -> (u16, String) {
     let url = format!("http://{}{path}", ep.control);
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut resp = agent.get(&url).call().expect("control endpoint reachable");
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap_or_default())
@@ -154,14 +172,21 @@ pub fn http_get(ep: &Endpoints, path: &str) -> (u16, String) {
 pub fn scrape(ep: &Endpoints) -> prometheus_parse::Scrape {
     let (status, body) = http_get(ep, "/metrics");
     assert_eq!(status, 200, "{body}");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("valid Prometheus text")
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text")
 }
 
 /// The value of a sample with no labels (or the first with that name).
 pub fn sample(s: &prometheus_parse::Scrape, name: &str) -> f64 {
-    let sample = s.samples.iter().find(|x| x.metric == name).unwrap_or_else(|| panic!("no metric {name}"));
+    let sample = s
+        .samples
+        .iter()
+        .find(|x| x.metric == name)
+        .unwrap_or_else(|| panic!("no metric {name}"));
     match sample.value {
-        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
         _ => panic!("{name} is not a scalar"),
     }
 }

@@ -735,7 +735,8 @@ fn a_multicast_channel_sends_every_message_exactly_once() {
         "[[channels]]\nname = \"all\"\ngroup = \"{group}:{port}\"\ninterface = \"127.0.0.1\"\nflush_us = 50\n"
     );
     let (_d, _dir) = dist::start(&ep, "", &channel);
-    let cfg = MoldReceiverConfig::multicast(group, port, Ipv4Addr::LOCALHOST).with_start(StartFrom::Sequence(1));
+    let cfg = MoldReceiverConfig::multicast(group, port, Ipv4Addr::LOCALHOST)
+        .with_start(StartFrom::Sequence(1));
     let mut rx = MoldReceiver::new(cfg.with_rerequest(ep.rerequest)).unwrap();
     const N: u64 = 30_000;
     // Bursts and pauses, so that packets close both when full and when the flush delay expires.

@@ -40,7 +40,10 @@ fn metrics_count_exactly_what_was_sent() {
     let m = scrape(&ep);
     assert_eq!(sample(&m, "herz_publisher_messages_total"), N as f64);
     assert_eq!(sample(&m, "herz_journal_appended_total"), N as f64);
-    assert_eq!(sample(&m, "herz_journal_bytes_total"), (N * message(1).len() as u64) as f64);
+    assert_eq!(
+        sample(&m, "herz_journal_bytes_total"),
+        (N * message(1).len() as u64) as f64
+    );
     assert_eq!(sample(&m, "herz_subscriber_messages_total"), N as f64);
     assert_eq!(sample(&m, "herz_logins_accepted_total"), 2.0);
     assert_eq!(sample(&m, "herz_journal_head"), (N + 1) as f64);
@@ -50,8 +53,15 @@ fn metrics_count_exactly_what_was_sent() {
         .iter()
         .find(|s| s.metric == "herz_sessions" && s.labels.get("role") == Some("subscriber"))
         .expect("sessions gauge");
-    assert!(matches!(active.value, prometheus_parse::Value::Gauge(v) if v == 1.0), "{active:?}");
-    let latency = m.samples.iter().find(|s| s.metric == "herz_latency_seconds").expect("latency histogram");
+    assert!(
+        matches!(active.value, prometheus_parse::Value::Gauge(v) if v == 1.0),
+        "{active:?}"
+    );
+    let latency = m
+        .samples
+        .iter()
+        .find(|s| s.metric == "herz_latency_seconds")
+        .expect("latency histogram");
     match &latency.value {
         prometheus_parse::Value::Histogram(b) => assert!(b.last().unwrap().count > 0.0, "{b:?}"),
         other => panic!("{other:?}"),
@@ -67,8 +77,12 @@ fn metrics_count_exactly_what_was_sent() {
     assert_eq!(h["shield"]["state"], "off");
     let (_, body) = http_get(&ep, "/state");
     let st: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let subs: Vec<&serde_json::Value> =
-        st["sessions"].as_array().unwrap().iter().filter(|s| s["role"] == "subscriber").collect();
+    let subs: Vec<&serde_json::Value> = st["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["role"] == "subscriber")
+        .collect();
     assert_eq!(subs.len(), 1, "{st}");
     assert_eq!(subs[0]["user"], "demo");
     assert_eq!(subs[0]["lag"], 0);
@@ -92,15 +106,29 @@ fn a_flood_of_malformed_input_logs_a_bounded_number_of_lines() {
         if sample(&m, "herz_malformed_closes_total") as usize == BAD {
             break;
         }
-        assert!(Instant::now() < deadline, "malformed closes counted: {}", sample(&m, "herz_malformed_closes_total"));
+        assert!(
+            Instant::now() < deadline,
+            "malformed closes counted: {}",
+            sample(&m, "herz_malformed_closes_total")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let secs = t.elapsed().as_secs_f64().ceil() + 1.0;
-    let lines = d.log().lines().filter(|l| l.contains("session closed")).count();
+    let lines = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("session closed"))
+        .count();
     // 10 lines a second for session closes, whatever the flood.
-    assert!(lines as f64 <= 10.0 * secs, "{lines} log lines for {BAD} malformed sessions in {secs} s");
+    assert!(
+        lines as f64 <= 10.0 * secs,
+        "{lines} log lines for {BAD} malformed sessions in {secs} s"
+    );
     assert!(lines >= 1, "the flood is visible in the log");
-    assert!(d.log().contains("suppressed"), "suppressed counts are reported");
+    assert!(
+        d.log().contains("suppressed"),
+        "suppressed counts are reported"
+    );
 }
 
 #[test]
@@ -114,7 +142,9 @@ fn sighup_reloads_the_log_level_and_says_what_changed() {
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     let log = d.log.clone();
     d.wait_for("the reload to be reported", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("reload applied")
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("reload applied")
     });
     let text = d.log();
     let line = text.lines().find(|l| l.contains("reload applied")).unwrap();
@@ -122,9 +152,15 @@ fn sighup_reloads_the_log_level_and_says_what_changed() {
     // A broken file is refused and the daemon keeps running.
     std::fs::write(&d.config, "[log\n").unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    d.wait_for("the refusal to be reported", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("reload refused")
-    });
+    d.wait_for(
+        "the refusal to be reported",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("reload refused")
+        },
+    );
     let (status, _) = http_get(&ep, "/healthz");
     assert_eq!(status, 200);
 }
@@ -149,7 +185,11 @@ fn the_dashboard_references_only_exported_metrics() {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap())
         .collect();
-    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/herz-dashboard.json")).unwrap();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/herz-dashboard.json"
+    ))
+    .unwrap();
     let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
     let mut referenced = std::collections::BTreeSet::new();
     for panel in json["panels"].as_array().unwrap() {
@@ -157,16 +197,24 @@ fn the_dashboard_references_only_exported_metrics() {
             let expr = target["expr"].as_str().unwrap();
             let mut rest = expr;
             while let Some(i) = rest.find("herz_") {
-                let name: String =
-                    rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 rest = &rest[i + name.len()..];
                 referenced.insert(name);
             }
         }
     }
     assert!(referenced.len() > 15, "{referenced:?}");
-    let missing: Vec<&String> = referenced.iter().filter(|m| !exported.contains(m.as_str())).collect();
-    assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\nexported: {exported:?}");
+    let missing: Vec<&String> = referenced
+        .iter()
+        .filter(|m| !exported.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "dashboard metrics not exported: {missing:?}\nexported: {exported:?}"
+    );
     drop(d);
 }
 
@@ -178,11 +226,25 @@ fn herz_top_shows_sessions_and_throughput() {
     sub.login("demo", "demo", Session::BLANK, 0, None).unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let control = ep.control.to_string();
-    let out = herz_tests::herz(&["top", "--control", &control, "--once", "--interval-ms", "300"]);
+    let out = herz_tests::herz(&[
+        "top",
+        "--control",
+        &control,
+        "--once",
+        "--interval-ms",
+        "300",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("herz session HZTEST0001"), "{text}");
-    assert!(text.contains("sessions (1)") && text.contains("demo") && text.contains("subscriber"), "{text}");
+    assert!(
+        text.contains("sessions (1)") && text.contains("demo") && text.contains("subscriber"),
+        "{text}"
+    );
     assert!(text.contains("in msg/s"), "{text}");
     // No daemon: a clear error, not a hang.
     let out = herz_tests::herz(&["top", "--control", "127.0.0.1:1", "--once"]);

@@ -347,9 +347,19 @@ fn a_logged_in_subscriber_is_trusted_until_its_session_ends() {
     let client = std::thread::spawn(move || {
         let ns = std::fs::File::open(&path).unwrap();
         // SAFETY: setns on this thread only.
-        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
+            0
+        );
         let mut sub = herz_client::SoupSubscriber::connect(addr, Duration::from_secs(5)).unwrap();
-        sub.login("demo", "demo", herz_core::protocol::moldudp64::Session::BLANK, 0, None).unwrap();
+        sub.login(
+            "demo",
+            "demo",
+            herz_core::protocol::moldudp64::Session::BLANK,
+            0,
+            None,
+        )
+        .unwrap();
         logged_tx.send(()).unwrap();
         let _ = rx.recv();
         sub.logout().unwrap();
@@ -358,14 +368,21 @@ fn a_logged_in_subscriber_is_trusted_until_its_session_ends() {
     let trusted = || herz_user::shield::pinned::read_trusted(&s.pin_path).unwrap();
     let t = std::time::Instant::now();
     while !trusted().contains(&ns_ip) {
-        assert!(t.elapsed() < Duration::from_secs(5), "login did not mark {ns_ip} trusted: {:?}", trusted());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "login did not mark {ns_ip} trusted: {:?}",
+            trusted()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     tx.send(()).unwrap();
     client.join().unwrap();
     let t = std::time::Instant::now();
     while trusted().contains(&ns_ip) {
-        assert!(t.elapsed() < Duration::from_secs(5), "logout did not remove the trust");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "logout did not remove the trust"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(d.stop_with(libc::SIGTERM).success());

@@ -169,8 +169,12 @@ pub fn run() -> anyhow::Result<()> {
         eprintln!("xtask setup: cargo-fuzz present");
     } else {
         eprintln!("xtask setup: cargo install cargo-fuzz (about a minute)");
-        run_cmd(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]).env_remove("CARGO_TARGET_DIR"))
-            .context("building cargo-fuzz failed (is crates.io reachable?)")?;
+        run_cmd(
+            Command::new("cargo")
+                .args(["install", "--locked", "cargo-fuzz"])
+                .env_remove("CARGO_TARGET_DIR"),
+        )
+        .context("building cargo-fuzz failed (is crates.io reachable?)")?;
     }
     eprintln!("xtask setup: ready");
     Ok(())

@@ -13,7 +13,11 @@ use crate::{
 
 /// Binds the distributor's sockets, starts the shield (or reports why it is off), then serves until
 /// SIGINT or SIGTERM.
-pub fn run(config: Config, config_path: Option<std::path::PathBuf>, log_reload: crate::logging::LogReload) -> anyhow::Result<()> {
+pub fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    log_reload: crate::logging::LogReload,
+) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     // Sockets first: a port in use fails the start before anything is attached in the kernel.
     let mut distributor = Distributor::bind(&config)?;
@@ -21,7 +25,9 @@ pub fn run(config: Config, config_path: Option<std::path::PathBuf>, log_reload: 
     if let Some(sh) = &shield {
         match sh.handle() {
             Ok(h) => distributor.set_trust(h),
-            Err(e) => tracing::warn!(error = %e, "trusted sessions off: cannot open the shield's trusted map"),
+            Err(e) => {
+                tracing::warn!(error = %e, "trusted sessions off: cannot open the shield's trusted map")
+            }
         }
     }
     let status = Status {

@@ -46,20 +46,34 @@ struct Sample {
 }
 
 fn fetch(control: SocketAddr) -> anyhow::Result<Sample> {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
     let state: serde_json::Value = agent
         .get(&format!("http://{control}/state"))
         .call()
-        .with_context(|| format!("no herz daemon answering on {control} (is `herz run` up, control.listen right?)"))?
+        .with_context(|| {
+            format!(
+                "no herz daemon answering on {control} (is `herz run` up, control.listen right?)"
+            )
+        })?
         .body_mut()
         .read_json()
         .context("reading /state")?;
     let counters = state["counters"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
         .unwrap_or_default();
-    Ok(Sample { at: Instant::now(), state, counters })
+    Ok(Sample {
+        at: Instant::now(),
+        state,
+        counters,
+    })
 }
 
 fn rate(prev: Option<&Sample>, cur: &Sample, key: &str) -> f64 {
@@ -68,11 +82,20 @@ fn rate(prev: Option<&Sample>, cur: &Sample, key: &str) -> f64 {
     if dt <= 0.0 {
         return 0.0;
     }
-    cur.counters.get(key).copied().unwrap_or(0).saturating_sub(p.counters.get(key).copied().unwrap_or(0)) as f64 / dt
+    cur.counters
+        .get(key)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(p.counters.get(key).copied().unwrap_or(0)) as f64
+        / dt
 }
 
 /// The lines of one frame, as plain text (used by `--once` and as the TUI's content).
-fn frame(prev: Option<&Sample>, cur: &Sample, pin_path: Option<&PathBuf>) -> Vec<(String, Vec<Vec<String>>)> {
+fn frame(
+    prev: Option<&Sample>,
+    cur: &Sample,
+    pin_path: Option<&PathBuf>,
+) -> Vec<(String, Vec<Vec<String>>)> {
     let s = &cur.state;
     let mut sections = Vec::new();
     sections.push((
@@ -83,53 +106,97 @@ fn frame(prev: Option<&Sample>, cur: &Sample, pin_path: Option<&PathBuf>) -> Vec
             s["journal_head"]
         ),
         vec![
-            vec!["in msg/s".into(), format!("{:.0}", rate(prev, cur, "journal_appended"))],
-            vec!["out msg/s (tcp)".into(), format!("{:.0}", rate(prev, cur, "subscriber_messages"))],
-            vec!["out msg/s (multicast)".into(), format!("{:.0}", rate(prev, cur, "channel_messages"))],
-            vec!["slow-consumer events".into(), format!(
-                "{} disconnects, {} drop-oldest, {} conflate",
-                cur.counters.get("slow_disconnects").unwrap_or(&0),
-                cur.counters.get("slow_drop_events").unwrap_or(&0),
-                cur.counters.get("slow_conflate_events").unwrap_or(&0)
-            )],
+            vec![
+                "in msg/s".into(),
+                format!("{:.0}", rate(prev, cur, "journal_appended")),
+            ],
+            vec![
+                "out msg/s (tcp)".into(),
+                format!("{:.0}", rate(prev, cur, "subscriber_messages")),
+            ],
+            vec![
+                "out msg/s (multicast)".into(),
+                format!("{:.0}", rate(prev, cur, "channel_messages")),
+            ],
+            vec![
+                "slow-consumer events".into(),
+                format!(
+                    "{} disconnects, {} drop-oldest, {} conflate",
+                    cur.counters.get("slow_disconnects").unwrap_or(&0),
+                    cur.counters.get("slow_drop_events").unwrap_or(&0),
+                    cur.counters.get("slow_conflate_events").unwrap_or(&0)
+                ),
+            ],
         ],
     ));
-    let mut subs: Vec<&serde_json::Value> = s["sessions"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let mut subs: Vec<&serde_json::Value> = s["sessions"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     subs.sort_by_key(|v| std::cmp::Reverse(v["lag"].as_u64().unwrap_or(0)));
     sections.push((
         format!("sessions ({})", subs.len()),
-        std::iter::once(vec!["peer".into(), "user".into(), "role".into(), "lag".into(), "policy".into(), "sent".into()])
-            .chain(subs.iter().take(20).map(|v| {
-                vec![
-                    v["peer"].as_str().unwrap_or("").into(),
-                    v["user"].as_str().unwrap_or("").into(),
-                    v["role"].as_str().unwrap_or("").into(),
-                    v["lag"].to_string(),
-                    v["policy"].as_str().unwrap_or("").into(),
-                    v["sent"].to_string(),
-                ]
-            }))
-            .collect(),
+        std::iter::once(vec![
+            "peer".into(),
+            "user".into(),
+            "role".into(),
+            "lag".into(),
+            "policy".into(),
+            "sent".into(),
+        ])
+        .chain(subs.iter().take(20).map(|v| {
+            vec![
+                v["peer"].as_str().unwrap_or("").into(),
+                v["user"].as_str().unwrap_or("").into(),
+                v["role"].as_str().unwrap_or("").into(),
+                v["lag"].to_string(),
+                v["policy"].as_str().unwrap_or("").into(),
+                v["sent"].to_string(),
+            ]
+        }))
+        .collect(),
     ));
     let feeds: Vec<Vec<String>> = s["feeds"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|f| vec![f["name"].as_str().unwrap_or("").into(), f["messages"].to_string(), format!("idle {}s", f["idle_secs"])])
+                .map(|f| {
+                    vec![
+                        f["name"].as_str().unwrap_or("").into(),
+                        f["messages"].to_string(),
+                        format!("idle {}s", f["idle_secs"]),
+                    ]
+                })
                 .collect()
         })
         .unwrap_or_default();
     sections.push((format!("feeds ({})", feeds.len()), feeds));
     let mut shield_rows = Vec::new();
     match pin_path {
-        Some(p) => match (crate::shield::pinned::read_globals(p), crate::shield::pinned::read_sources(p)) {
+        Some(p) => match (
+            crate::shield::pinned::read_globals(p),
+            crate::shield::pinned::read_sources(p),
+        ) {
             (Ok(g), Ok(rows)) => {
                 let drops: Vec<String> =
-                    g.0.iter().filter(|(k, v)| k.starts_with("drop") && *v > 0).map(|(k, v)| format!("{k}={v}")).collect();
-                shield_rows.push(vec!["drops".into(), if drops.is_empty() { "none".into() } else { drops.join(" ") }]);
+                    g.0.iter()
+                        .filter(|(k, v)| k.starts_with("drop") && *v > 0)
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                shield_rows.push(vec![
+                    "drops".into(),
+                    if drops.is_empty() {
+                        "none".into()
+                    } else {
+                        drops.join(" ")
+                    },
+                ]);
                 shield_rows.push(vec!["source".into(), "packets / syn / udp".into()]);
                 for r in rows.iter().take(10) {
-                    shield_rows.push(vec![r.source.to_string(), format!("{} / {} / {}", r.packets, r.tcp_syn, r.udp)]);
+                    shield_rows.push(vec![
+                        r.source.to_string(),
+                        format!("{} / {} / {}", r.packets, r.tcp_syn, r.udp),
+                    ]);
                 }
             }
             (Err(e), _) | (_, Err(e)) => shield_rows.push(vec!["unreadable".into(), e.to_string()]),
@@ -177,15 +244,29 @@ pub fn top(args: TopArgs, default_control: SocketAddr) -> anyhow::Result<()> {
         terminal.draw(|f| {
             let chunks = Layout::default()
                 .direction(Direction::Vertical)
-                .constraints([Constraint::Length(6), Constraint::Min(8), Constraint::Length(5), Constraint::Length(14)])
+                .constraints([
+                    Constraint::Length(6),
+                    Constraint::Min(8),
+                    Constraint::Length(5),
+                    Constraint::Length(14),
+                ])
                 .split(f.area());
             for (i, (title, rows)) in sections.iter().enumerate() {
                 if i >= chunks.len() {
                     break;
                 }
-                let widths = vec![Constraint::Percentage(100 / rows.first().map_or(1, |r| r.len().max(1)) as u16); rows.first().map_or(1, |r| r.len())];
-                let table = Table::new(rows.iter().map(|r| Row::new(r.clone())), widths)
-                    .block(Block::default().borders(Borders::ALL).title(title.as_str()).title_style(Style::default().add_modifier(Modifier::BOLD)));
+                let widths = vec![
+                    Constraint::Percentage(
+                        100 / rows.first().map_or(1, |r| r.len().max(1)) as u16
+                    );
+                    rows.first().map_or(1, |r| r.len())
+                ];
+                let table = Table::new(rows.iter().map(|r| Row::new(r.clone())), widths).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(title.as_str())
+                        .title_style(Style::default().add_modifier(Modifier::BOLD)),
+                );
                 f.render_widget(table, chunks[i]);
             }
             let _ = Paragraph::new("q: quit");
@@ -194,7 +275,8 @@ pub fn top(args: TopArgs, default_control: SocketAddr) -> anyhow::Result<()> {
         while Instant::now() < deadline {
             if event::poll(deadline.saturating_duration_since(Instant::now()))? {
                 if let Event::Key(k) = event::read()? {
-                    let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                    let ctrl_c =
+                        k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
                     if ctrl_c || k.code == KeyCode::Char('q') || k.code == KeyCode::Esc {
                         return Ok(());
                     }

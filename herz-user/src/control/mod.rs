@@ -44,49 +44,65 @@ struct AppState {
 
 /// Binds the HTTP endpoint (failing the start if it cannot) and serves it on a new thread.
 pub fn start(listen: SocketAddr, ctx: ControlContext) -> anyhow::Result<()> {
-    let std_listener = std::net::TcpListener::bind(listen).with_context(|| format!("control.listen: cannot listen on {listen}"))?;
+    let std_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("control.listen: cannot listen on {listen}"))?;
     std_listener.set_nonblocking(true)?;
-    std::thread::Builder::new().name("herz-control".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "control plane runtime failed; metrics are off");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let mut registry = Registry::default();
-            registry.register_collector(Box::new(metrics::HerzCollector {
-                shared: ctx.shared.clone(),
-                pin_path: ctx.pin_path.clone(),
-            }));
-            let state = Arc::new(AppState { ctx: ctx.clone(), registry });
-            let app = Router::new()
-                .route("/metrics", get(metrics_handler))
-                .route("/healthz", get(health_handler))
-                .route("/state", get(state_handler))
-                .with_state(state);
-            tokio::spawn(reload::on_sighup(ctx));
-            let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                Ok(l) => l,
+    std::thread::Builder::new()
+        .name("herz-control".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
                 Err(e) => {
-                    tracing::error!(error = %e, "control listener");
+                    tracing::error!(error = %e, "control plane runtime failed; metrics are off");
                     return;
                 }
             };
-            tracing::info!(%listen, "control plane serving /metrics /healthz /state");
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "control plane stopped");
-            }
-        });
-    })?;
+            rt.block_on(async move {
+                let mut registry = Registry::default();
+                registry.register_collector(Box::new(metrics::HerzCollector {
+                    shared: ctx.shared.clone(),
+                    pin_path: ctx.pin_path.clone(),
+                }));
+                let state = Arc::new(AppState {
+                    ctx: ctx.clone(),
+                    registry,
+                });
+                let app = Router::new()
+                    .route("/metrics", get(metrics_handler))
+                    .route("/healthz", get(health_handler))
+                    .route("/state", get(state_handler))
+                    .with_state(state);
+                tokio::spawn(reload::on_sighup(ctx));
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "control listener");
+                        return;
+                    }
+                };
+                tracing::info!(%listen, "control plane serving /metrics /healthz /state");
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "control plane stopped");
+                }
+            });
+        })?;
     Ok(())
 }
 
 async fn metrics_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::prometheus_text::encode(&mut body, &s.registry) {
-        Ok(()) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response(),
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            body,
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -110,7 +126,9 @@ async fn health_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         .collect();
     let shield = match &ctx.shield {
         ShieldState::Active { .. } => serde_json::json!({"state": "active"}),
-        ShieldState::Disabled { reason } => serde_json::json!({"state": "disabled", "reason": reason}),
+        ShieldState::Disabled { reason } => {
+            serde_json::json!({"state": "disabled", "reason": reason})
+        }
         ShieldState::Off => serde_json::json!({"state": "off"}),
     };
     let body = serde_json::json!({
@@ -119,13 +137,32 @@ async fn health_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         "shield": shield,
         "feeds": feeds,
     });
-    (if loop_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if loop_ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }
 
 async fn state_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = s.ctx.shared.state.lock().map(|g| g.clone()).unwrap_or_default();
-    let counters: serde_json::Map<String, serde_json::Value> =
-        s.ctx.shared.counters.snapshot().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+    let snap = s
+        .ctx
+        .shared
+        .state
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    let counters: serde_json::Map<String, serde_json::Value> = s
+        .ctx
+        .shared
+        .counters
+        .snapshot()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
     let mut body = serde_json::to_value(snap).unwrap_or_default();
     body["counters"] = counters.into();
     body["pin_path"] = serde_json::json!(s.ctx.pin_path);

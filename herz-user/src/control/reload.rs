@@ -19,7 +19,10 @@ pub(super) async fn on_sighup(mut ctx: ControlContext) {
         let mut changed = Vec::new();
         if new.log.level != ctx.config.log.level {
             match ctx.log_reload.set(&new.log.level) {
-                Ok(()) => changed.push(format!("log.level: {} -> {}", ctx.config.log.level, new.log.level)),
+                Ok(()) => changed.push(format!(
+                    "log.level: {} -> {}",
+                    ctx.config.log.level, new.log.level
+                )),
                 Err(e) => tracing::error!("log.level `{}` not applied: {e}", new.log.level),
             }
         }
@@ -33,11 +36,26 @@ pub(super) async fn on_sighup(mut ctx: ControlContext) {
             }
         }
         let needs_restart: Vec<&str> = [
-            ("subscribers", format!("{:?}", new.subscribers) != format!("{:?}", ctx.config.subscribers)),
-            ("publishers", format!("{:?}", new.publishers) != format!("{:?}", ctx.config.publishers)),
-            ("journal", format!("{:?}", new.journal) != format!("{:?}", ctx.config.journal)),
-            ("feeds", format!("{:?}", new.feeds) != format!("{:?}", ctx.config.feeds)),
-            ("channels", format!("{:?}", new.channels) != format!("{:?}", ctx.config.channels)),
+            (
+                "subscribers",
+                format!("{:?}", new.subscribers) != format!("{:?}", ctx.config.subscribers),
+            ),
+            (
+                "publishers",
+                format!("{:?}", new.publishers) != format!("{:?}", ctx.config.publishers),
+            ),
+            (
+                "journal",
+                format!("{:?}", new.journal) != format!("{:?}", ctx.config.journal),
+            ),
+            (
+                "feeds",
+                format!("{:?}", new.feeds) != format!("{:?}", ctx.config.feeds),
+            ),
+            (
+                "channels",
+                format!("{:?}", new.channels) != format!("{:?}", ctx.config.channels),
+            ),
         ]
         .into_iter()
         .filter_map(|(k, differs)| differs.then_some(k))

@@ -300,8 +300,22 @@ impl Distributor {
             rerequest,
             demo,
             shared: Arc::new(Shared {
-                feeds: config.feeds.iter().map(|f| NamedStats { name: f.name.clone(), ..Default::default() }).collect(),
-                channels: config.channels.iter().map(|c| NamedStats { name: c.name.clone(), ..Default::default() }).collect(),
+                feeds: config
+                    .feeds
+                    .iter()
+                    .map(|f| NamedStats {
+                        name: f.name.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                channels: config
+                    .channels
+                    .iter()
+                    .map(|c| NamedStats {
+                        name: c.name.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             }),
             last_snapshot: 0,
@@ -394,7 +408,10 @@ impl Distributor {
                     }
                 }
             }
-            self.shared.gauges.loop_alive_ns.store(now, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .gauges
+                .loop_alive_ns
+                .store(now, std::sync::atomic::Ordering::Relaxed);
             for key in std::mem::take(&mut self.reread) {
                 self.read_session(key, now);
             }
@@ -406,7 +423,9 @@ impl Distributor {
             }
             self.fan_out(now);
             self.timers(now);
-            self.shared.loop_time.record(self.clock.now().saturating_sub(now));
+            self.shared
+                .loop_time
+                .record(self.clock.now().saturating_sub(now));
         }
     }
 
@@ -658,11 +677,19 @@ impl Distributor {
             }
             let (sent_before, bytes_before) = (s.sent, s.bytes_out);
             let result = s.pump(&self.journal, now);
-            add(&self.shared.counters.session_bytes_out, s.bytes_out - bytes_before);
+            add(
+                &self.shared.counters.session_bytes_out,
+                s.bytes_out - bytes_before,
+            );
             if s.sent > sent_before {
-                add(&self.shared.counters.subscriber_messages, s.sent - sent_before);
+                add(
+                    &self.shared.counters.subscriber_messages,
+                    s.sent - sent_before,
+                );
                 if let Some(at) = self.journal.ingest_ns(s.cursor - 1).filter(|at| *at > 0) {
-                    self.shared.latency.record(self.clock.now().saturating_sub(at));
+                    self.shared
+                        .latency
+                        .record(self.clock.now().saturating_sub(at));
                 }
             }
             if let Pump::Failed(kind) = result {
@@ -679,10 +706,10 @@ impl Distributor {
             .store(self.journal.head(), std::sync::atomic::Ordering::Relaxed);
         g.journal_tail
             .store(self.journal.tail(), std::sync::atomic::Ordering::Relaxed);
-        self.shared
-            .counters
-            .journal_bytes
-            .store(self.journal.appended_bytes(), std::sync::atomic::Ordering::Relaxed);
+        self.shared.counters.journal_bytes.store(
+            self.journal.appended_bytes(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for (i, c) in self.channels.iter_mut().enumerate() {
             // A few rounds: each round can fill one sendmmsg batch.
             for _ in 0..8 {
@@ -721,7 +748,11 @@ impl Distributor {
             .sessions
             .iter()
             .map(|(_, s)| {
-                let lag = if s.role == Role::Subscriber && s.state == State::Active { s.lag(&self.journal) } else { 0 };
+                let lag = if s.role == Role::Subscriber && s.state == State::Active {
+                    s.lag(&self.journal)
+                } else {
+                    0
+                };
                 if s.role == Role::Subscriber && s.state == State::Active {
                     let b = match lag {
                         0 => 0,
@@ -735,7 +766,11 @@ impl Distributor {
                 SessionView {
                     peer: s.peer.to_string(),
                     user: s.user.clone(),
-                    role: if s.role == Role::Subscriber { "subscriber" } else { "publisher" },
+                    role: if s.role == Role::Subscriber {
+                        "subscriber"
+                    } else {
+                        "publisher"
+                    },
                     state: match s.state {
                         State::AwaitingLogin => "awaiting-login",
                         State::Active => "active",
@@ -763,7 +798,11 @@ impl Distributor {
             channels: self
                 .channels
                 .iter()
-                .map(|c| ChannelView { name: c.name.clone(), group: c.group.to_string(), next_seq: c.next_seq })
+                .map(|c| ChannelView {
+                    name: c.name.clone(),
+                    group: c.group.to_string(),
+                    next_seq: c.next_seq,
+                })
                 .collect(),
             feeds: self
                 .shared
@@ -815,9 +854,15 @@ impl Distributor {
         if let Some(f) = self.feeds.get_mut(i) {
             f.on_readable(line, now, &mut self.journal, &self.shared.counters);
             let stats = &self.shared.feeds[i];
-            stats.messages.store(f.delivered(), std::sync::atomic::Ordering::Relaxed);
-            stats.bytes.store(f.delivered_bytes(), std::sync::atomic::Ordering::Relaxed);
-            stats.last_packet_ns.store(now, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .messages
+                .store(f.delivered(), std::sync::atomic::Ordering::Relaxed);
+            stats
+                .bytes
+                .store(f.delivered_bytes(), std::sync::atomic::Ordering::Relaxed);
+            stats
+                .last_packet_ns
+                .store(now, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
