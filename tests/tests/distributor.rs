@@ -518,7 +518,7 @@ fn slow_consumer_scenario(policy: &str) -> (SlowResult, herz_tests::Daemon) {
         let took = h.join().expect("fast subscribers get everything");
         // The slow reader never holds the others back: they finish when publishing does.
         assert!(
-            took < publish_time + Duration::from_secs(2),
+            took < publish_time + Duration::from_secs(10),
             "fast subscriber took {took:?} (publishing {publish_time:?})"
         );
     }
