@@ -1,5 +1,6 @@
 //! `cargo xtask setup | build | run | test | bench`: everything Herz needs, from a fresh Debian 12 machine.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -42,6 +43,19 @@ enum Verb {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Install the peers (nats-server, libzmq), build herz and herz-bench in release mode, and run
+    /// the benchmarks; results in target/bench/ (report.md, report.json, PNG plots).
+    Bench {
+        /// Scenarios to run (default: all).
+        #[arg(value_parser = ["fanout", "peers", "latency"])]
+        scenarios: Vec<String>,
+        /// One run per point, fewer points, shorter runs: the whole suite in a few minutes.
+        #[arg(long)]
+        quick: bool,
+        /// Extra arguments for herz-bench (e.g. `-- --runs 5 --verbose`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -51,6 +65,11 @@ fn main() {
         Verb::Build { release } => build(release).map(|_| ()),
         Verb::Run { release, args } => run(release, &args),
         Verb::Test { args } => test(&args),
+        Verb::Bench {
+            scenarios,
+            quick,
+            args,
+        } => bench::run(&scenarios, quick, &args),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
@@ -149,6 +168,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             "herz-tests",
             "--exclude",
             "xtask",
+            // The benchmark harness links libzmq and runs under `cargo xtask bench`, not here.
+            "--exclude",
+            "herz-bench",
             "--",
         ])
         .args(args)
@@ -178,7 +200,14 @@ fn fuzz(seconds: u32) -> anyhow::Result<()> {
         eprintln!("xtask: fuzzing {target} for {seconds} s");
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root())
-            .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={seconds}")])
+            .args([
+                "+nightly",
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ])
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
             .env_remove("RUSTC")
