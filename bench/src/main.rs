@@ -32,16 +32,21 @@ use scenarios::Plan;
 
 const USAGE: &str = "\
 usage: herz-bench [SCENARIO...] [--quick] [--runs N] [--latency-subs N] [--latency-secs S]
-                  [--herz PATH] [--nats-server PATH] [--out DIR] [--verbose]
+                  [--systems LIST] [--herz-flush-us US] [--herz PATH] [--nats-server PATH] [--out DIR] [--verbose]
 
 SCENARIO: fanout | peers | latency (default: all three)
   --quick            1 run per point, fewer points, shorter runs (the whole suite in minutes)
   --runs N           runs per point (default 3, or 1 with --quick); figures are medians
   --latency-subs N   subscribers in latency runs (default 1)
   --latency-secs S   seconds per latency run (default 5, or 2 with --quick)
+  --systems LIST     only these systems, comma-separated (herz-tcp, herz-mcast, nats, zmq,
+                     raw-tcp, raw-mcast); ratios need the pairs they compare
+  --herz-flush-us US flush_us of Herz's multicast channel (default 200, Herz's default)
   --herz PATH        the herz binary (default: target/release/herz)
   --nats-server PATH nats-server binary (default: nats-server on PATH)
   --out DIR          where report.json, report.md and the plots go (default: target/bench)
+  --verbose          print each run's publisher and per-subscriber figures
+  --from-json FILE   run nothing: rewrite report.md and the plots in --out from a report.json
 ";
 
 struct Args {
@@ -50,6 +55,9 @@ struct Args {
     runs: Option<usize>,
     latency_subs: usize,
     latency_secs: Option<u64>,
+    herz_flush_us: u64,
+    systems: Option<Vec<run::System>>,
+    from_json: Option<PathBuf>,
     herz: PathBuf,
     nats: String,
     out: PathBuf,
@@ -71,6 +79,9 @@ fn parse_args() -> anyhow::Result<Args> {
         runs: None,
         latency_subs: 1,
         latency_secs: None,
+        herz_flush_us: 200,
+        systems: None,
+        from_json: None,
         herz: root.join("target/release/herz"),
         nats: "nats-server".into(),
         out: root.join("target/bench"),
@@ -87,8 +98,30 @@ fn parse_args() -> anyhow::Result<Args> {
             "--quick" => a.quick = true,
             "--verbose" => a.verbose = true,
             "--runs" => a.runs = Some(value("--runs")?.parse().context("--runs")?),
-            "--latency-subs" => a.latency_subs = value("--latency-subs")?.parse().context("--latency-subs")?,
-            "--latency-secs" => a.latency_secs = Some(value("--latency-secs")?.parse().context("--latency-secs")?),
+            "--latency-subs" => {
+                a.latency_subs = value("--latency-subs")?.parse().context("--latency-subs")?
+            }
+            "--latency-secs" => {
+                a.latency_secs = Some(value("--latency-secs")?.parse().context("--latency-secs")?)
+            }
+            "--systems" => {
+                let list = value("--systems")?;
+                let mut v = Vec::new();
+                for name in list.split(',') {
+                    let sys = run::System::ALL
+                        .into_iter()
+                        .find(|s| s.label() == name.trim())
+                        .with_context(|| format!("--systems: unknown system `{name}`"))?;
+                    v.push(sys);
+                }
+                a.systems = Some(v);
+            }
+            "--from-json" => a.from_json = Some(value("--from-json")?.into()),
+            "--herz-flush-us" => {
+                a.herz_flush_us = value("--herz-flush-us")?
+                    .parse()
+                    .context("--herz-flush-us")?
+            }
             "--herz" => a.herz = value("--herz")?.into(),
             "--nats-server" => a.nats = value("--nats-server")?,
             "--out" => a.out = value("--out")?.into(),
@@ -123,10 +156,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn utc_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let s = secs % 86_400;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 fn notes(env: &Env, plan: &Plan) -> Vec<String> {
@@ -159,10 +199,11 @@ fn notes(env: &Env, plan: &Plan) -> Vec<String> {
             .into(),
         format!(
             "Multicast: receivers join on 127.0.0.1 with a {} MiB receive buffer (SO_RCVBUFFORCE); senders \
-             set IP_MULTICAST_IF 127.0.0.1. Herz's channel runs with flush_us = 200 (its default) in \
-             throughput runs and flush_us = {} in latency runs.",
+             set IP_MULTICAST_IF 127.0.0.1. Herz's channel runs with flush_us = {}{} (a partly filled packet \
+             waits up to that long for more messages, which adds up to that much latency at low rates).",
             recv::MCAST_RCVBUF >> 20,
-            env.latency_flush_us
+            env.herz_flush_us,
+            if env.herz_flush_us == 200 { ", its default" } else { "" }
         ),
         "Server CPU: utime+stime from /proc/PID/stat of the herz daemon and of nats-server (ingest from \
          the publisher plus fan-out); for ZeroMQ there is no broker, so the bench's publisher thread plus \
@@ -199,27 +240,58 @@ fn main() {
     }
 }
 
+/// Writes report.json's companions: report.md and the plots.
+fn write_md_and_plots(report: &Report, out: &Path) -> anyhow::Result<Vec<String>> {
+    let text = plot::init_font();
+    let plots = plot::write_all(out, &report.scenarios, text);
+    let mut md = report::markdown(report, &plots);
+    md.push('\n');
+    md.push_str(&plot::legend_md());
+    if !text {
+        md.push_str(" (No TTF font was found, so the plots carry no text: x = subscribers or offered rate, y = msgs/s or µs.)");
+    }
+    md.push('\n');
+    std::fs::write(out.join("report.md"), &md)?;
+    Ok(plots)
+}
+
 fn real_main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if let Some(json) = &args.from_json {
+        let text =
+            std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let report: Report =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+        std::fs::create_dir_all(&args.out)?;
+        let plots = write_md_and_plots(&report, &args.out)?;
+        eprintln!(
+            "herz-bench: wrote {}/report.md and {} plot(s)",
+            args.out.display(),
+            plots.len()
+        );
+        return Ok(());
+    }
     if !args.herz.exists() {
         bail!(
             "{} not found: build it with `cargo build --release -p herz-user` (or run `cargo xtask bench`)",
             args.herz.display()
         );
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let plan = Plan {
         quick: args.quick,
         runs: args.runs.unwrap_or(if args.quick { 1 } else { 3 }),
         latency_subs: args.latency_subs,
         latency_secs: args.latency_secs.unwrap_or(if args.quick { 2 } else { 5 }),
+        systems: args.systems.clone(),
     };
     let env = Env {
         herz_bin: args.herz.clone(),
         nats_bin: args.nats.clone(),
         tmp: args.out.join("tmp"),
         time_limit: Duration::from_secs(if args.quick { 40 } else { 90 }),
-        latency_flush_us: 0,
+        herz_flush_us: args.herz_flush_us,
         verbose: args.verbose,
     };
     let started = Instant::now();
@@ -267,6 +339,19 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(r) = args.runs {
         command.push_str(&format!(" --runs {r}"));
     }
+    if args.latency_subs != 1 {
+        command.push_str(&format!(" --latency-subs {}", args.latency_subs));
+    }
+    if let Some(s) = args.latency_secs {
+        command.push_str(&format!(" --latency-secs {s}"));
+    }
+    if let Some(v) = &args.systems {
+        let names: Vec<&str> = v.iter().map(|s| s.label()).collect();
+        command.push_str(&format!(" --systems {}", names.join(",")));
+    }
+    if args.herz_flush_us != 200 {
+        command.push_str(&format!(" --herz-flush-us {}", args.herz_flush_us));
+    }
     let report = Report {
         meta: Meta {
             started_utc,
@@ -282,16 +367,7 @@ fn real_main() -> anyhow::Result<()> {
     };
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(args.out.join("report.json"), json)?;
-    let text = plot::init_font();
-    let plots = plot::write_all(&args.out, &report.scenarios, text);
-    let mut md = report::markdown(&report, &plots);
-    md.push('\n');
-    md.push_str(&plot::legend_md());
-    if !text {
-        md.push_str(" (No TTF font was found, so the plots carry no text: x = subscribers or offered rate, y = msgs/s or µs.)");
-    }
-    md.push('\n');
-    std::fs::write(args.out.join("report.md"), &md)?;
+    let plots = write_md_and_plots(&report, &args.out)?;
     eprintln!(
         "herz-bench: wrote {}/report.json, report.md{} in {:.0} s",
         args.out.display(),

@@ -7,7 +7,7 @@
 //! their own (NATS, ZeroMQ); on SoupBinTCP and MoldUDP64 it must also equal the transport's number.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sys::mono_ns;
 
@@ -50,7 +50,7 @@ pub fn ts_of(m: &[u8]) -> u64 {
 }
 
 /// What one subscriber saw.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SubResult {
     /// Messages received in order.
     pub received: u64,
@@ -122,7 +122,9 @@ impl Checker {
     pub fn on_msg(&mut self, payload: &[u8], transport_seq: Option<u64>) {
         if payload.len() != self.size || payload[0] != b'Q' {
             let (len, size) = (payload.len(), self.size);
-            self.error(|| format!("message of {len} bytes (expected {size}) or not a bench message"));
+            self.error(|| {
+                format!("message of {len} bytes (expected {size}) or not a bench message")
+            });
             return;
         }
         let s = seq_of(payload);

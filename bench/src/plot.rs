@@ -117,10 +117,17 @@ fn draw_panel(
         ($chart:ident) => {{
             {
                 let mut mesh = $chart.configure_mesh();
-                mesh.disable_x_mesh();
+                mesh.disable_x_mesh().light_line_style(TRANSPARENT);
                 if text {
                     mesh.x_labels(k * 4 + 1)
                         .x_label_formatter(&fmt_x)
+                        .y_label_formatter(&|v: &f64| {
+                            if *v >= 10.0 {
+                                format!("{v:.0}")
+                            } else {
+                                format!("{v:.1}")
+                            }
+                        })
                         .x_desc(p.x_desc)
                         .y_desc(p.y_desc)
                         .label_style(("sans-serif", 13));
@@ -143,7 +150,11 @@ fn draw_panel(
                     if *valid {
                         $chart.draw_series(std::iter::once(Circle::new(at, 4, c.filled())))?;
                     } else {
-                        $chart.draw_series(std::iter::once(Cross::new(at, 6, c.stroke_width(2))))?;
+                        $chart.draw_series(std::iter::once(Cross::new(
+                            at,
+                            6,
+                            c.stroke_width(2),
+                        )))?;
                     }
                 }
             }
@@ -160,10 +171,11 @@ fn draw_panel(
     }
     if p.log_y {
         let lo = if ymin.is_finite() { ymin / 2.0 } else { 1.0 };
-        let mut chart = b.build_cartesian_2d(xr, (lo..ymax * 2.0).log_scale())?;
+        let mut chart = b.build_cartesian_2d(xr, (lo..ymax * 10.0).log_scale())?;
         body!(chart);
     } else {
-        let mut chart = b.build_cartesian_2d(xr, 0f64..ymax * 1.15)?;
+        // Headroom for the legend in the upper right.
+        let mut chart = b.build_cartesian_2d(xr, 0f64..ymax * 1.5)?;
         body!(chart);
     }
     Ok(())
@@ -187,7 +199,12 @@ fn throughput_panel<'a>(
     size: usize,
     systems: &[System],
 ) -> Panel<'a> {
-    let mut subs: Vec<usize> = s.points.iter().filter(|p| p.size == size).map(|p| p.subscribers).collect();
+    let mut subs: Vec<usize> = s
+        .points
+        .iter()
+        .filter(|p| p.size == size)
+        .map(|p| p.subscribers)
+        .collect();
     subs.sort();
     subs.dedup();
     let series = systems
@@ -198,7 +215,11 @@ fn throughput_panel<'a>(
                 .enumerate()
                 .filter_map(|(i, &n)| {
                     let p: &Point = s.point(sys, n, size, None)?;
-                    (p.summary.msgs_per_s > 0.0).then_some((i, p.summary.msgs_per_s / 1e6, p.summary.valid))
+                    (p.summary.msgs_per_s > 0.0).then_some((
+                        i,
+                        p.summary.msgs_per_s / 1e6,
+                        p.summary.valid,
+                    ))
                 })
                 .collect();
             (!pts.is_empty()).then_some((sys, pts))
@@ -231,7 +252,12 @@ pub fn write_all(dir: &Path, scenarios: &[ScenarioResult], text: bool) -> Vec<St
             "fanout" => try_save(
                 "fanout.png",
                 vec![
-                    throughput_panel(s, "Fan-out over TCP, 64 B".into(), 64, &[System::HerzTcp, System::RawTcp]),
+                    throughput_panel(
+                        s,
+                        "Fan-out over TCP, 64 B".into(),
+                        64,
+                        &[System::HerzTcp, System::RawTcp],
+                    ),
                     throughput_panel(
                         s,
                         "Fan-out over multicast, 64 B".into(),
@@ -254,7 +280,9 @@ pub fn write_all(dir: &Path, scenarios: &[ScenarioResult], text: bool) -> Vec<St
                 ];
                 let panels = sizes
                     .iter()
-                    .map(|&size| throughput_panel(s, format!("Peers, {size} B messages"), size, &all))
+                    .map(|&size| {
+                        throughput_panel(s, format!("Peers, {size} B messages"), size, &all)
+                    })
                     .collect();
                 try_save("peers.png", panels);
             }
@@ -281,7 +309,10 @@ pub fn write_all(dir: &Path, scenarios: &[ScenarioResult], text: bool) -> Vec<St
                                 .iter()
                                 .enumerate()
                                 .filter_map(|(i, &r)| {
-                                    let p = s.points.iter().find(|p| p.system == sys && p.rate == Some(r))?;
+                                    let p = s
+                                        .points
+                                        .iter()
+                                        .find(|p| p.system == sys && p.rate == Some(r))?;
                                     let l = p.summary.latency?;
                                     Some((i, f(&l).max(0.1), p.summary.valid))
                                 })

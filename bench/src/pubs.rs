@@ -27,7 +27,7 @@ use herz_core::protocol::{
     moldudp64::{PacketBuilder, Session},
     soupbintcp::{self, LoginAccepted},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
@@ -40,7 +40,7 @@ use crate::{
 pub const SESSION: &str = "HZBENCH001";
 
 /// What to send.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Load {
     /// Messages (bench sequence numbers 1..=n).
     pub n: u64,
@@ -53,7 +53,7 @@ pub struct Load {
 }
 
 /// What a publisher did.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct PubStats {
     /// Messages handed to the system.
     pub sent: u64,
@@ -170,8 +170,8 @@ pub fn drive(
             let due_at = |k: u64| start + (k as u128 * 1_000_000_000 / rate as u128) as u64;
             while sent < load.n {
                 let now = mono_ns();
-                let due = (((now - start) as u128 * rate as u128 / 1_000_000_000) as u64 + 1)
-                    .min(load.n);
+                let due =
+                    (((now - start) as u128 * rate as u128 / 1_000_000_000) as u64 + 1).min(load.n);
                 if due > sent {
                     max_late = max_late.max(now.saturating_sub(due_at(sent)));
                     let c = (due - sent).min(PACED_MAX_BATCH);
@@ -271,7 +271,10 @@ fn set_xpub_nodrop(sock: &mut zmq::Socket) -> anyhow::Result<()> {
         )
     };
     if rc != 0 {
-        bail!("ZMQ_XPUB_NODROP: {}", zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }));
+        bail!(
+            "ZMQ_XPUB_NODROP: {}",
+            zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })
+        );
     }
     Ok(())
 }
@@ -375,7 +378,10 @@ fn accept_logins(
                 let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
                 io::Read::read_exact(&mut s, &mut body)?;
                 if body.first() != Some(&b'L') {
-                    bail!("raw server: expected a Login Request, got {:?}", body.first());
+                    bail!(
+                        "raw server: expected a Login Request, got {:?}",
+                        body.first()
+                    );
                 }
                 s.write_all(&reply)?;
                 socks.push(s);

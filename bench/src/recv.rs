@@ -228,7 +228,9 @@ fn mold(
         if n < 0 {
             let e = io::Error::last_os_error();
             match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => {
                     continue;
                 }
                 _ => break Some(format!("recvmmsg: {e}")),
@@ -298,19 +300,32 @@ impl NatsConn {
             self.start = 0;
         }
         match self.stream.read(&mut self.buf[self.end..]) {
-            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "nats-server closed the connection")),
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "nats-server closed the connection",
+            )),
             Ok(n) => {
                 self.end += n;
                 Ok(n)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(e),
         }
     }
 
     fn read_line(&mut self, deadline: Instant) -> anyhow::Result<String> {
         loop {
-            if let Some(i) = self.buf[self.start..self.end].iter().position(|&b| b == b'\n') {
+            if let Some(i) = self.buf[self.start..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 let line = String::from_utf8_lossy(&self.buf[self.start..self.start + i])
                     .trim_end()
                     .to_owned();
@@ -352,8 +367,9 @@ impl NatsConn {
                 // MSG <subject> <sid> [reply-to] <#bytes>\r\n<payload>\r\n
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let len_tok = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-                let len = parse_usize(len_tok)
-                    .ok_or_else(|| anyhow::anyhow!("bad MSG line {:?}", String::from_utf8_lossy(line)))?;
+                let len = parse_usize(len_tok).ok_or_else(|| {
+                    anyhow::anyhow!("bad MSG line {:?}", String::from_utf8_lossy(line))
+                })?;
                 let total = nl + 1 + len + 2;
                 if avail.len() < total {
                     if total > self.buf.len() {

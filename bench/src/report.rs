@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     run::System,
@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Everything about the environment of a report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
     /// UTC date and time the suite started.
     pub started_utc: String,
@@ -32,7 +32,7 @@ pub struct Meta {
 }
 
 /// Versions.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Versions {
     /// `herz --version`.
     pub herz: String,
@@ -47,7 +47,7 @@ pub struct Versions {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Environment.
     pub meta: Meta,
@@ -66,18 +66,34 @@ fn mps(v: f64) -> String {
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if a > 0.0 && b > 0.0 { format!("{:.2}", a / b) } else { "–".into() }
+    if a > 0.0 && b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
 }
 
 /// A figure with a mark when its runs were not valid (loss or errors), so it is never read as clean.
 fn flagged(p: Option<&Point>, f: impl Fn(&Point) -> String) -> String {
     match p {
         None => "–".into(),
-        Some(p) if p.summary.runs == 0 || (p.summary.msgs_per_s == 0.0 && p.summary.latency.is_none()) => {
+        Some(p)
+            if p.summary.runs == 0
+                || (p.summary.msgs_per_s == 0.0 && p.summary.latency.is_none()) =>
+        {
             "failed ✗".into()
         }
-        Some(p) if !p.summary.valid => format!("{} ✗", f(p)),
-        Some(p) => f(p),
+        Some(p) if !p.summary.valid => format!("{} ✗{}", f(p), dup_mark(p)),
+        Some(p) => format!("{}{}", f(p), dup_mark(p)),
+    }
+}
+
+/// † marks figures of runs that received duplicate multicast packets (listed under the table).
+fn dup_mark(p: &Point) -> &'static str {
+    if p.summary.max_duplicates > 0 {
+        " †"
+    } else {
+        ""
     }
 }
 
@@ -99,16 +115,31 @@ fn loss(p: Option<&Point>) -> String {
 
 fn point_name(p: &Point) -> String {
     match p.rate {
-        Some(r) => format!("{} at {} msgs/s, {} subscriber(s)", p.system.label(), r, p.subscribers),
-        None => format!("{}, {} subscriber(s), {} B", p.system.label(), p.subscribers, p.size),
+        Some(r) => format!(
+            "{} at {} msgs/s, {} subscriber(s)",
+            p.system.label(),
+            r,
+            p.subscribers
+        ),
+        None => format!(
+            "{}, {} subscriber(s), {} B",
+            p.system.label(),
+            p.subscribers,
+            p.size
+        ),
     }
 }
 
 fn invalid_notes(out: &mut String, s: &ScenarioResult) {
-    let dups: Vec<&Point> = s.points.iter().filter(|p| p.summary.max_duplicates > 0).collect();
+    let dups: Vec<&Point> = s
+        .points
+        .iter()
+        .filter(|p| p.summary.max_duplicates > 0)
+        .collect();
     if !dups.is_empty() {
-        out.push_str("\nDuplicate multicast packets were received (same MoldUDP64 sequence number, same bytes: discarded by \
-            the receiver, as every MoldUDP64 receiver does, so not an error; but wasted sends):\n\n");
+        out.push_str("\n† Duplicate multicast packets were received (same MoldUDP64 sequence number, same bytes): the \
+            receiver discards them by sequence number, as every MoldUDP64 receiver does, so the stream is still \
+            complete and in order, but the sender spent time and bandwidth re-sending them:\n\n");
         for p in dups {
             let _ = writeln!(
                 out,
@@ -118,7 +149,11 @@ fn invalid_notes(out: &mut String, s: &ScenarioResult) {
             );
         }
     }
-    let bad: Vec<&Point> = s.points.iter().filter(|p| p.summary.valid_runs < p.summary.runs).collect();
+    let bad: Vec<&Point> = s
+        .points
+        .iter()
+        .filter(|p| p.summary.valid_runs < p.summary.runs)
+        .collect();
     if bad.is_empty() {
         out.push_str("\nEvery run of this scenario was valid: every subscriber received every message, in order, intact.\n");
         return;
@@ -196,8 +231,16 @@ const PEER_SYSTEMS: [System; 6] = [
 
 fn peers_md(out: &mut String, s: &ScenarioResult) {
     for size in distinct(s.points.iter().map(|p| p.size)) {
-        let subs = distinct(s.points.iter().filter(|p| p.size == size).map(|p| p.subscribers));
-        let _ = writeln!(out, "\n#### {size}-byte messages: delivered msgs/s (all subscribers together)\n");
+        let subs = distinct(
+            s.points
+                .iter()
+                .filter(|p| p.size == size)
+                .map(|p| p.subscribers),
+        );
+        let _ = writeln!(
+            out,
+            "\n#### {size}-byte messages: delivered msgs/s (all subscribers together)\n"
+        );
         out.push_str("| subscribers |");
         for sys in PEER_SYSTEMS {
             let _ = write!(out, " {} |", sys.label());
@@ -220,7 +263,10 @@ fn peers_md(out: &mut String, s: &ScenarioResult) {
                 ratio(msgs(p(System::HerzMcast)), msgs(p(System::RawMcast))),
             );
         }
-        let _ = writeln!(out, "\n#### {size}-byte messages: server CPU seconds per million messages delivered (loss %, if any)\n");
+        let _ = writeln!(
+            out,
+            "\n#### {size}-byte messages: server CPU seconds per million messages delivered (loss %, if any)\n"
+        );
         out.push_str("| subscribers |");
         for sys in PEER_SYSTEMS {
             let _ = write!(out, " {} |", sys.label());
@@ -246,7 +292,11 @@ fn peers_md(out: &mut String, s: &ScenarioResult) {
 
 fn latency_md(out: &mut String, s: &ScenarioResult) {
     for rate in distinct(s.points.iter().filter_map(|p| p.rate)) {
-        let subs = s.points.iter().find(|p| p.rate == Some(rate)).map_or(1, |p| p.subscribers);
+        let subs = s
+            .points
+            .iter()
+            .find(|p| p.rate == Some(rate))
+            .map_or(1, |p| p.subscribers);
         let _ = writeln!(
             out,
             "\n#### {} msgs/s offered, {subs} subscriber(s), 64-byte messages (µs)\n",
@@ -263,7 +313,8 @@ fn latency_md(out: &mut String, s: &ScenarioResult) {
             let Some(p) = p else { continue };
             match p.summary.latency {
                 Some(l) => {
-                    let mark = if p.summary.valid { "" } else { " ✗" };
+                    let mark =
+                        format!("{}{}", if p.summary.valid { "" } else { " ✗" }, dup_mark(p));
                     let _ = writeln!(
                         out,
                         "| {}{mark} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
@@ -304,8 +355,16 @@ pub fn markdown(r: &Report, plots: &[String]) -> String {
     let _ = writeln!(out, "| CPU | {} |", m.machine.cpu_model);
     let _ = writeln!(out, "| cores | {} |", m.machine.cores);
     let _ = writeln!(out, "| kernel | {} |", m.machine.kernel);
-    let _ = writeln!(out, "| RAM | {:.1} GiB |", m.machine.ram_bytes as f64 / (1u64 << 30) as f64);
-    let _ = writeln!(out, "| load average at start | {} |", m.machine.loadavg_at_start);
+    let _ = writeln!(
+        out,
+        "| RAM | {:.1} GiB |",
+        m.machine.ram_bytes as f64 / (1u64 << 30) as f64
+    );
+    let _ = writeln!(
+        out,
+        "| load average at start | {} |",
+        m.machine.loadavg_at_start
+    );
     let _ = writeln!(out, "| herz | {} |", m.versions.herz);
     let _ = writeln!(out, "| nats-server | {} |", m.versions.nats_server);
     let _ = writeln!(out, "| libzmq | {} |", m.versions.libzmq);

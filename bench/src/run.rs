@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     msg::{Checker, SubResult},
@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// A system under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum System {
     /// Herz, SoupBinTCP subscribers.
@@ -45,6 +45,16 @@ pub enum System {
 }
 
 impl System {
+    /// Every system, in table order.
+    pub const ALL: [System; 6] = [
+        System::HerzTcp,
+        System::HerzMcast,
+        System::Nats,
+        System::Zmq,
+        System::RawTcp,
+        System::RawMcast,
+    ];
+
     /// Short name used in tables, JSON and plots.
     pub fn label(self) -> &'static str {
         match self {
@@ -65,9 +75,13 @@ impl System {
     /// What "server CPU" means for this system.
     pub fn server_note(self) -> &'static str {
         match self {
-            System::HerzTcp | System::HerzMcast => "the herz daemon process (ingest from the publisher + fan-out)",
+            System::HerzTcp | System::HerzMcast => {
+                "the herz daemon process (ingest from the publisher + fan-out)"
+            }
             System::Nats => "the nats-server process (ingest from the publisher + fan-out)",
-            System::Zmq => "no broker: the bench's publisher thread plus its libzmq context's I/O threads",
+            System::Zmq => {
+                "no broker: the bench's publisher thread plus its libzmq context's I/O threads"
+            }
             System::RawTcp => "the bench's raw server thread (writes only, no ingest)",
             System::RawMcast => "the bench's raw sender thread (sendmmsg only, no ingest)",
         }
@@ -85,14 +99,14 @@ pub struct Env {
     pub tmp: PathBuf,
     /// Time limit of one run's delivery.
     pub time_limit: Duration,
-    /// Herz channel `flush_us` for paced (latency) runs.
-    pub latency_flush_us: u64,
+    /// `flush_us` of Herz's multicast channel.
+    pub herz_flush_us: u64,
     /// Print progress details.
     pub verbose: bool,
 }
 
 /// Latency percentiles, microseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Latency {
     /// Samples.
     pub samples: u64,
@@ -123,7 +137,7 @@ impl Latency {
 }
 
 /// The outcome of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     /// System label.
     pub system: System,
@@ -215,7 +229,9 @@ impl Drop for StopOnDrop {
 
 /// Runs one measurement; never panics, a failure becomes an invalid result with its reason.
 pub fn run_once(env: &Env, sys: System, subs: usize, load: Load) -> RunResult {
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(env, sys, subs, load)));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_inner(env, sys, subs, load)
+    }));
     match r {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => RunResult::failed(sys, subs, &load, format!("{e:#}")),
@@ -286,8 +302,7 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
         System::HerzTcp | System::HerzMcast => {
             let channel = (sys == System::HerzMcast).then_some(ChannelSpec {
                 group,
-                // Throughput runs keep Herz's default; latency runs use the latency setting.
-                flush_us: if paced { env.latency_flush_us } else { 200 },
+                flush_us: env.herz_flush_us,
             });
             let d = HerzDaemon::start(&env.herz_bin, &tmp.0, subs, &load, channel)?;
             let (sub_addr, pub_addr) = (d.sub_addr, d.pub_addr);
@@ -297,19 +312,31 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
             } else {
                 SubKind::Soup(sub_addr)
             };
-            (kind, spawn("bench-pub", Box::new(move || pubs::herz(pub_addr, load, ctl))))
+            (
+                kind,
+                spawn(
+                    "bench-pub",
+                    Box::new(move || pubs::herz(pub_addr, load, ctl)),
+                ),
+            )
         }
         System::Nats => {
             let s = NatsServer::start(&env.nats_bin, &tmp.0)?;
             let addr = s.addr;
             server = Server::Nats(s);
-            (SubKind::Nats(addr), spawn("bench-pub", Box::new(move || pubs::nats(addr, load, ctl))))
+            (
+                SubKind::Nats(addr),
+                spawn("bench-pub", Box::new(move || pubs::nats(addr, load, ctl))),
+            )
         }
         System::Zmq => {
             let port = free_tcp_port();
             (
                 SubKind::Zmq(format!("tcp://127.0.0.1:{port}")),
-                spawn("bench-zmq-pub", Box::new(move || pubs::zmq_pub(port, subs, load, ctl))),
+                spawn(
+                    "bench-zmq-pub",
+                    Box::new(move || pubs::zmq_pub(port, subs, load, ctl)),
+                ),
             )
         }
         System::RawTcp => {
@@ -338,13 +365,18 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
 
     let setup_timeout = Duration::from_secs(30);
     let mut tids = Vec::new();
-    wait_msg(&pub_rx, "the sender to be ready", setup_timeout, |m| match m {
-        PubMsg::Ready(t) => {
-            tids = t;
-            Some(Ok(()))
-        }
-        _ => None,
-    })?;
+    wait_msg(
+        &pub_rx,
+        "the sender to be ready",
+        setup_timeout,
+        |m| match m {
+            PubMsg::Ready(t) => {
+                tids = t;
+                Some(Ok(()))
+            }
+            _ => None,
+        },
+    )?;
     let cpu = match &server {
         Server::Herz(d) => CpuSource::Process(d.pid()),
         Server::Nats(s) => CpuSource::Process(s.pid()),
@@ -377,12 +409,18 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
         match rrx.recv_timeout(setup_timeout) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("subscriber {i} of {subs}: {e}"),
-            Err(_) => bail!("subscriber {} of {subs} not ready within {setup_timeout:?}", i + 1),
+            Err(_) => bail!(
+                "subscriber {} of {subs} not ready within {setup_timeout:?}",
+                i + 1
+            ),
         }
     }
-    wait_msg(&pub_rx, "the sender to see every subscriber", setup_timeout, |m| {
-        matches!(m, PubMsg::Armed).then_some(Ok(()))
-    })?;
+    wait_msg(
+        &pub_rx,
+        "the sender to see every subscriber",
+        setup_timeout,
+        |m| matches!(m, PubMsg::Armed).then_some(Ok(())),
+    )?;
     if sys.multicast() {
         // Group joins are synchronous, but let the first heartbeat or stray packet settle.
         std::thread::sleep(Duration::from_millis(20));
@@ -394,13 +432,18 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
     go_tx.send(()).ok();
     let mut stats = PubStats::default();
     let mut pub_error = None;
-    let pub_wait = wait_msg(&pub_rx, "the sender to finish", env.time_limit + setup_timeout, |m| match m {
-        PubMsg::Done(s) => {
-            stats = s;
-            Some(Ok(()))
-        }
-        _ => None,
-    });
+    let pub_wait = wait_msg(
+        &pub_rx,
+        "the sender to finish",
+        env.time_limit + setup_timeout,
+        |m| match m {
+            PubMsg::Done(s) => {
+                stats = s;
+                Some(Ok(()))
+            }
+            _ => None,
+        },
+    );
     if let Err(e) = pub_wait {
         pub_error = Some(format!("{e:#}"));
     }
@@ -431,7 +474,12 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
     let lost: u64 = results.iter().map(|r| r.lost).sum();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     let duplicates: u64 = results.iter().map(|r| r.duplicates).sum();
-    let last = results.iter().map(|r| r.last_ns).max().unwrap_or(t0).max(t0);
+    let last = results
+        .iter()
+        .map(|r| r.last_ns)
+        .max()
+        .unwrap_or(t0)
+        .max(t0);
     let elapsed_s = (last - t0) as f64 / 1e9;
     let rates: Vec<f64> = results
         .iter()
@@ -468,7 +516,10 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
         ));
     }
     if errors > 0 {
-        let first = results.iter().find_map(|r| r.first_error.clone()).unwrap_or_default();
+        let first = results
+            .iter()
+            .find_map(|r| r.first_error.clone())
+            .unwrap_or_default();
         let misnumbered: u64 = results.iter().map(|r| r.misnumbered).sum();
         reasons.push(format!(
             "{errors} integrity errors ({misnumbered} misnumbered; first: {first})"
@@ -496,9 +547,17 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
         errors,
         duplicates,
         elapsed_s,
-        msgs_per_s: if elapsed_s > 0.0 { delivered as f64 / elapsed_s } else { 0.0 },
+        msgs_per_s: if elapsed_s > 0.0 {
+            delivered as f64 / elapsed_s
+        } else {
+            0.0
+        },
         per_sub_msgs_per_s: rates.iter().sum::<f64>() / rates.len().max(1) as f64,
-        min_sub_msgs_per_s: rates.iter().copied().fold(f64::INFINITY, f64::min).min(f64::MAX),
+        min_sub_msgs_per_s: rates
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .min(f64::MAX),
         server_cpu_s,
         cpu_s_per_million: if delivered > 0 {
             server_cpu_s / (delivered as f64 / 1e6)

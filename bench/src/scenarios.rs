@@ -1,7 +1,7 @@
 //! The scenarios: which systems, subscriber counts, sizes and rates, and how runs of one point are
 //! summarised (medians over the valid runs).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     pubs::Load,
@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// How big a suite is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// `--quick`.
     pub quick: bool,
@@ -19,10 +19,12 @@ pub struct Plan {
     pub latency_subs: usize,
     /// Seconds per latency run.
     pub latency_secs: u64,
+    /// Only these systems (`--systems`).
+    pub systems: Option<Vec<System>>,
 }
 
 /// One point: a system at one subscriber count, size and rate, with its runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Point {
     /// System.
     pub system: System,
@@ -41,7 +43,7 @@ pub struct Point {
 }
 
 /// Medians of a point's runs: over the valid runs, or over all runs (then `valid` is false).
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Summary {
     /// At least one run was valid; the medians are over valid runs only.
     pub valid: bool,
@@ -74,7 +76,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 impl Summary {
@@ -98,7 +104,10 @@ impl Summary {
                 mean_us: ml(&|l| l.mean_us),
             }
         });
-        let mut reasons: Vec<String> = runs.iter().filter_map(|r| r.invalid_reason.clone()).collect();
+        let mut reasons: Vec<String> = runs
+            .iter()
+            .filter_map(|r| r.invalid_reason.clone())
+            .collect();
         reasons.dedup();
         Summary {
             valid: !valid.is_empty(),
@@ -117,7 +126,7 @@ impl Summary {
 }
 
 /// A scenario's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioResult {
     /// `fanout`, `peers` or `latency`.
     pub name: String,
@@ -129,7 +138,13 @@ pub struct ScenarioResult {
 
 impl ScenarioResult {
     /// The point for a system at (subscribers, size, rate), if measured.
-    pub fn point(&self, sys: System, subs: usize, size: usize, rate: Option<u64>) -> Option<&Point> {
+    pub fn point(
+        &self,
+        sys: System,
+        subs: usize,
+        size: usize,
+        rate: Option<u64>,
+    ) -> Option<&Point> {
         self.points
             .iter()
             .find(|p| p.system == sys && p.subscribers == subs && p.size == size && p.rate == rate)
@@ -148,7 +163,16 @@ struct Grid {
     cells: Vec<(usize, usize, Option<u64>, u64, u64)>,
 }
 
-fn execute(env: &Env, plan: &Plan, name: &str, description: &str, grid: Grid) -> ScenarioResult {
+fn execute(
+    env: &Env,
+    plan: &Plan,
+    name: &str,
+    description: &str,
+    mut grid: Grid,
+) -> ScenarioResult {
+    if let Some(only) = &plan.systems {
+        grid.systems.retain(|s| only.contains(s));
+    }
     let total = grid.cells.len() * grid.systems.len() * plan.runs;
     let mut done = 0;
     let mut points = Vec::new();
@@ -158,7 +182,12 @@ fn execute(env: &Env, plan: &Plan, name: &str, description: &str, grid: Grid) ->
         for _ in 0..plan.runs {
             for (i, &sys) in grid.systems.iter().enumerate() {
                 done += 1;
-                let load = Load { n, size, rate, warmup };
+                let load = Load {
+                    n,
+                    size,
+                    rate,
+                    warmup,
+                };
                 let r = run_once(env, sys, subs, load);
                 eprintln!("{}", progress_line(name, done, total, &r));
                 if env.verbose {
@@ -173,7 +202,13 @@ fn execute(env: &Env, plan: &Plan, name: &str, description: &str, grid: Grid) ->
                     for (i, s) in r.subs.iter().enumerate() {
                         eprintln!(
                             "    sub {i}: received {} lost {} errors {} (duplicates {} misnumbered {}) first error {:?} stopped {:?}",
-                            s.received, s.lost, s.errors, s.duplicates, s.misnumbered, s.first_error, s.stopped
+                            s.received,
+                            s.lost,
+                            s.errors,
+                            s.duplicates,
+                            s.misnumbered,
+                            s.first_error,
+                            s.stopped
                         );
                     }
                 }
@@ -202,8 +237,19 @@ fn execute(env: &Env, plan: &Plan, name: &str, description: &str, grid: Grid) ->
 
 fn progress_line(name: &str, done: usize, total: usize, r: &RunResult) -> String {
     let what = match r.rate {
-        Some(rate) => format!("{} rate={rate}/s subs={} size={}", r.system.label(), r.subscribers, r.size),
-        None => format!("{} subs={} size={} n={}", r.system.label(), r.subscribers, r.size, r.n),
+        Some(rate) => format!(
+            "{} rate={rate}/s subs={} size={}",
+            r.system.label(),
+            r.subscribers,
+            r.size
+        ),
+        None => format!(
+            "{} subs={} size={} n={}",
+            r.system.label(),
+            r.subscribers,
+            r.size,
+            r.n
+        ),
     };
     let figures = match &r.latency {
         Some(l) => format!(
@@ -236,7 +282,12 @@ pub fn fanout(env: &Env, plan: &Plan) -> ScenarioResult {
         "Messages/s delivered to N subscribers (64-byte messages, unpaced publisher), Herz vs a raw-socket \
          baseline that writes the same pre-framed bytes; TCP (SoupBinTCP) and multicast (MoldUDP64).",
         Grid {
-            systems: vec![System::HerzTcp, System::RawTcp, System::HerzMcast, System::RawMcast],
+            systems: vec![
+                System::HerzTcp,
+                System::RawTcp,
+                System::HerzMcast,
+                System::RawMcast,
+            ],
             cells,
         },
     )
@@ -277,7 +328,11 @@ pub fn peers(env: &Env, plan: &Plan) -> ScenarioResult {
 
 /// Scenario 3: one-way latency at fixed offered rates.
 pub fn latency(env: &Env, plan: &Plan) -> ScenarioResult {
-    let rates: &[u64] = if plan.quick { &[10_000, 100_000] } else { &[10_000, 100_000, 500_000] };
+    let rates: &[u64] = if plan.quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 100_000, 500_000]
+    };
     let cells = rates
         .iter()
         .map(|&r| {

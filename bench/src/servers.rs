@@ -119,7 +119,10 @@ listen = "{rr_addr}"
                 break;
             }
             if let Err(e) = guard.check_alive() {
-                bail!("{e}; log:\n{}", fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "{e}; log:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             if Instant::now() > deadline {
                 bail!(
@@ -147,7 +150,10 @@ listen = "{rr_addr}"
         self.guard.check_alive().map_err(|e| {
             let log = fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            anyhow::anyhow!("{e}; log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            anyhow::anyhow!(
+                "{e}; log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
         })
     }
 }
@@ -184,7 +190,10 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Err(e) = guard.check_alive() {
-                bail!("{e}; log:\n{}", fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "{e}; log:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             if NatsConn::connect(addr, "bench-probe").is_ok() {
                 break;

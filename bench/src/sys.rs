@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `CLOCK_MONOTONIC` in nanoseconds (the clock the publishers stamp into messages).
 #[inline]
@@ -137,7 +137,12 @@ pub struct ChildGuard {
 
 impl std::fmt::Debug for ChildGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ChildGuard({}, pid {:?})", self.name, self.child.as_ref().map(|c| c.id()))
+        write!(
+            f,
+            "ChildGuard({}, pid {:?})",
+            self.name,
+            self.child.as_ref().map(|c| c.id())
+        )
     }
 }
 
@@ -147,7 +152,13 @@ impl ChildGuard {
         // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }
@@ -226,7 +237,12 @@ pub fn unique() -> u32 {
 /// A fresh multicast group in 239.0.0.0/8 for one run (so that no packet of an earlier run is seen).
 pub fn fresh_group() -> Ipv4Addr {
     let u = unique();
-    Ipv4Addr::new(239, 77, (std::process::id() % 250) as u8, (u % 250 + 1) as u8)
+    Ipv4Addr::new(
+        239,
+        77,
+        (std::process::id() % 250) as u8,
+        (u % 250 + 1) as u8,
+    )
 }
 
 /// A scratch directory, removed on drop.
@@ -249,7 +265,7 @@ impl Drop for TempDir {
 }
 
 /// The machine a report was measured on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     /// `model name` from /proc/cpuinfo.
     pub cpu_model: String,
@@ -298,7 +314,11 @@ impl Machine {
 pub fn version_of(cmd: &str, args: &[&str]) -> String {
     match Command::new(cmd).args(args).output() {
         Ok(o) => {
-            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
             String::from_utf8_lossy(&text)
                 .lines()
                 .next()

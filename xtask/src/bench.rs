@@ -1,0 +1,112 @@
+//! `cargo xtask bench [SCENARIO...] [--quick]`: installs the peers the benchmarks compare against,
+//! builds herz and herz-bench in release mode, and runs herz-bench, which writes report.json,
+//! report.md and PNG plots under target/bench/. See docs/PERFORMANCE.md.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::{root, run_cmd};
+
+/// Debian packages the benchmarks need: the peers (nats-server; libzmq for the `zmq` crate, found
+/// through pkg-config) and a TTF font for the plots' text (optional: plots are drawn without text
+/// when it is missing).
+const PACKAGES: &[&str] = &[
+    "nats-server",
+    "libzmq3-dev",
+    "pkg-config",
+    "fonts-dejavu-core",
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs whatever of [`PACKAGES`] is missing (apt-get, as root); quick when all is present.
+fn ensure_prerequisites() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let install = |missing: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "--no-install-recommends"])
+            .args(missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_cmd(&mut cmd)
+    };
+    if install(&missing).is_err() {
+        // A fresh machine may have no package lists yet.
+        run_cmd(Command::new("apt-get").arg("update")).context(
+            "apt-get update (the benchmarks need root to install nats-server and libzmq3-dev)",
+        )?;
+        install(&missing)?;
+    }
+    let still: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p) && *p != "fonts-dejavu-core")
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after apt-get: {}", still.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the `herz` binary in release mode, as `cargo xtask build --release` does, except that the
+/// eBPF object is optional: the benchmarks run with the shield off, so an object built earlier is
+/// embedded when present, and none is built (no nightly toolchain needed).
+fn build_herz_release() -> anyhow::Result<PathBuf> {
+    eprintln!("xtask: building herz (release)");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root())
+        .args(["build", "--release", "--package", "herz-user", "--bins"]);
+    let object = crate::ebpf_object();
+    if object.exists() {
+        cmd.env("HERZ_EBPF_OBJECT", &object);
+    }
+    run_cmd(&mut cmd)?;
+    Ok(root().join("target/release/herz"))
+}
+
+fn build_bench_release() -> anyhow::Result<PathBuf> {
+    eprintln!("xtask: building herz-bench (release)");
+    run_cmd(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "herz-bench",
+    ]))?;
+    Ok(root().join("target/release/herz-bench"))
+}
+
+/// Prerequisites, builds, then the benchmarks. `extra` goes to herz-bench as is.
+pub fn run(scenarios: &[String], quick: bool, extra: &[String]) -> anyhow::Result<()> {
+    ensure_prerequisites()?;
+    let herz = build_herz_release()?;
+    let bench = build_bench_release()?;
+    let out = root().join("target/bench");
+    let mut cmd = Command::new(&bench);
+    cmd.current_dir(root())
+        .args(scenarios)
+        .arg("--herz")
+        .arg(&herz)
+        .arg("--out")
+        .arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    cmd.args(extra);
+    eprintln!("xtask: running {cmd:?}");
+    run_cmd(&mut cmd)?;
+    eprintln!(
+        "xtask: results in {} (report.md, report.json, *.png)",
+        out.display()
+    );
+    Ok(())
+}
