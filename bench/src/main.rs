@@ -194,8 +194,9 @@ fn notes(env: &Env, plan: &Plan) -> Vec<String> {
          contiguous from 1 and equal to the bench number; MoldUDP64: packet sequence numbers equal to the \
          bench number, gaps counted as loss (the bench's multicast receiver does not re-request, so loss is \
          visible); NATS and ZeroMQ: the bench number contiguous. A run with any loss, reordering, \
-         duplicate, corruption or skip marker is invalid; medians are taken over valid runs only, and a \
-         figure with no valid run is marked ✗."
+         duplicate, corruption or skip marker is invalid (except exact MoldUDP64 duplicates: same number, \
+         same bytes, discarded as every MoldUDP64 receiver does, counted and marked †); medians are taken \
+         over valid runs only, and a figure with no valid run is marked ✗."
             .into(),
         format!(
             "Multicast: receivers join on 127.0.0.1 with a {} MiB receive buffer (SO_RCVBUFFORCE); senders \

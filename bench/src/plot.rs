@@ -65,6 +65,9 @@ pub fn legend_md() -> String {
 
 type DynErr = Box<dyn std::error::Error>;
 
+/// One line: a system's (x index, y, valid) points.
+type Series = (System, Vec<(usize, f64, bool)>);
+
 /// One panel: x categories, one line per system.
 struct Panel<'a> {
     title: String,
@@ -72,8 +75,7 @@ struct Panel<'a> {
     y_desc: &'a str,
     x_labels: Vec<String>,
     log_y: bool,
-    /// (system, [(x index, y, valid)])
-    series: Vec<(System, Vec<(usize, f64, bool)>)>,
+    series: Vec<Series>,
 }
 
 fn draw_panel(

@@ -160,7 +160,7 @@ pub fn drive(
                 send(sent + 1, c, mono_ns())?;
                 sent += c;
                 chunks += 1;
-                if chunks % 256 == 0 {
+                if chunks.is_multiple_of(256) {
                     ctl.check()?;
                 }
             }
@@ -320,7 +320,7 @@ pub fn zmq_pub(port: u16, subs: usize, load: Load, ctl: PubCtl) {
                         Ok(()) => break,
                         Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
                             spins += 1;
-                            if spins % 1024 == 0 {
+                            if spins.is_multiple_of(1024) {
                                 ctl.check()?;
                             }
                             std::thread::sleep(Duration::from_micros(20));
@@ -440,7 +440,7 @@ fn write_all_multiplexed(socks: &[TcpStream], stream: &[u8], ctl: &PubCtl) -> an
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
         }
         rounds += 1;
-        if rounds % 1024 == 0 || !progress {
+        if rounds.is_multiple_of(1024) || !progress {
             ctl.check()?;
         }
     }
@@ -610,7 +610,7 @@ pub fn raw_mcast(group: SocketAddrV4, load: Load, packets: Option<Arc<Vec<Vec<u8
                         used += 1;
                     }
                     let slices: Vec<&[u8]> =
-                        builders[..used].iter_mut().map(|b| &*b.finish()).collect();
+                        builders[..used].iter_mut().map(|b| b.finish()).collect();
                     sendmmsg_all(fd, &slices)?;
                     Ok(())
                 })?
