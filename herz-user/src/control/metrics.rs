@@ -209,6 +209,35 @@ impl Collector for HerzCollector {
                     "Sources tracked by the shield.",
                     rows.len() as i64,
                 )?;
+                let sum = |f: fn(&crate::shield::pinned::SourceRow) -> u64| {
+                    rows.iter().map(f).sum::<u64>() as i64
+                };
+                gauge(
+                    &mut enc,
+                    "herz_shield_half_open",
+                    "Handshakes in progress, all sources.",
+                    sum(|r| r.half_open),
+                )?;
+                gauge(
+                    &mut enc,
+                    "herz_shield_established",
+                    "Established connections, all sources.",
+                    sum(|r| r.established),
+                )?;
+                gauge(
+                    &mut enc,
+                    "herz_shield_trusted_sources",
+                    "Sources trusted (logged-in peers).",
+                    sum(|r| u64::from(r.trusted)),
+                )?;
+            }
+            if let Ok(blocked) = crate::shield::pinned::read_blocked(p) {
+                gauge(
+                    &mut enc,
+                    "herz_shield_blocked_sources",
+                    "Blocklist entries in force (CLI, config and auto-blocks).",
+                    blocked.len() as i64,
+                )?;
             }
         }
         Ok(())
