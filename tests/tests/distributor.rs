@@ -765,3 +765,74 @@ fn a_multicast_channel_sends_every_message_exactly_once() {
     assert_eq!(stats.duplicates, 0, "each message is sent once: {stats:?}");
     assert_eq!(stats.gaps, 0, "{stats:?}");
 }
+
+/// Reads server packets until the connection closes; returns them as (type, payload).
+fn read_until_closed(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let mut out = Vec::new();
+    let mut used = 0;
+    while let Ok(Some((p, k))) = soupbintcp::next_packet(&buf[used..]) {
+        let mut bytes = Vec::new();
+        p.encode(&mut bytes).unwrap();
+        out.push((bytes[2], bytes[3..].to_vec()));
+        used += k;
+    }
+    out
+}
+
+#[test]
+fn a_bad_or_late_filter_is_refused_with_herz_error_before_the_close() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (d, _dir) = dist::start(&ep, "", "");
+    // Malformed FILTER before login.
+    let mut s = TcpStream::connect(ep.subscribers).unwrap();
+    let mut out = Vec::new();
+    soupbintcp::encode_debug(b"HERZ FILTER symbols=", &mut out).unwrap();
+    s.write_all(&out).unwrap();
+    let packets = read_until_closed(&mut s);
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    assert_eq!(packets[0].0, b'+');
+    assert!(
+        String::from_utf8_lossy(&packets[0].1).starts_with("HERZ ERROR "),
+        "{packets:?}"
+    );
+    // FILTER after the Login Request.
+    let mut s = TcpStream::connect(ep.subscribers).unwrap();
+    let mut out = Vec::new();
+    soupbintcp::LoginRequest::new("demo", "demo", Session::BLANK, 0)
+        .unwrap()
+        .encode(&mut out);
+    soupbintcp::encode_debug(b"HERZ FILTER symbols=AAPL", &mut out).unwrap();
+    s.write_all(&out).unwrap();
+    let packets = read_until_closed(&mut s);
+    let types: Vec<u8> = packets.iter().map(|p| p.0).collect();
+    assert_eq!(types.first(), Some(&b'A'), "{packets:?}");
+    let last = packets.last().unwrap();
+    assert_eq!(last.0, b'+');
+    assert!(
+        String::from_utf8_lossy(&last.1).contains("only accepted before the Login Request"),
+        "{packets:?}"
+    );
+    assert!(d.log().contains("Refused"), "{}", d.log());
+    // A rejected login too; then no session may still be counted.
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    assert!(sub.login("demo", "wrong", Session::BLANK, 0, None).is_err());
+    std::thread::sleep(Duration::from_millis(300));
+    let m = dist::scrape(&ep);
+    for s in m.samples.iter().filter(|s| s.metric == "herz_sessions") {
+        assert!(
+            matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0),
+            "{s:?}"
+        );
+    }
+    assert_eq!(dist::sample(&m, "herz_malformed_closes_total"), 2.0);
+    assert_eq!(dist::sample(&m, "herz_logins_rejected_total"), 1.0);
+}

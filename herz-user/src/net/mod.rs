@@ -572,7 +572,7 @@ impl Distributor {
             g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(peer = %s.peer, user = %s.user, role = ?s.role, from = s.cursor, "login accepted");
         }
-        if was == State::AwaitingLogin && s.state == State::Closing {
+        if was == State::AwaitingLogin && s.state == State::Closing && s.refused().is_none() {
             add(&counters.logins_rejected, 1);
             if let Some(suppressed) = self.logs.closes.allow(now) {
                 tracing::info!(peer = %s.peer, suppressed, "login rejected");
@@ -585,14 +585,15 @@ impl Distributor {
         } else if let Pump::Failed(kind) = flushed {
             self.close(key, CloseReason::SocketError(kind), now);
         } else if self.sessions[key].state == State::Closing && self.sessions[key].queued() == 0 {
-            self.close(key, CloseReason::Rejected, now);
+            let reason = closing_reason(&self.sessions[key]);
+            self.close(key, reason, now);
         }
     }
 
     fn close(&mut self, key: usize, reason: CloseReason, now: u64) {
         let mut s = self.sessions.remove(key);
         let _ = self.poll.registry().deregister(&mut s.stream);
-        if s.state == State::Active
+        if !s.user.is_empty()
             && let Some(t) = &mut self.trust
             && let Err(e) = t.untrust(s.peer.ip())
         {
@@ -600,7 +601,7 @@ impl Distributor {
         }
         let c = &self.shared.counters;
         match &reason {
-            CloseReason::Malformed(_) => add(&c.malformed_closes, 1),
+            CloseReason::Malformed(_) | CloseReason::Refused(_) => add(&c.malformed_closes, 1),
             CloseReason::HeartbeatTimeout => add(&c.heartbeat_timeouts, 1),
             CloseReason::SocketError(_) => add(&c.socket_errors, 1),
             CloseReason::SlowConsumer => add(&c.slow_disconnects, 1),
@@ -610,17 +611,19 @@ impl Distributor {
             sock::abort(&s.stream);
         }
         let g = &self.shared.gauges;
-        match (s.state, s.role) {
-            (State::Active, Role::Subscriber) => g
+        // A session that logged in (user set) counts as active until it closes, whatever its last
+        // state; one that never did counts as pending.
+        let logged_in = !s.user.is_empty();
+        match (logged_in, s.role) {
+            (true, Role::Subscriber) => g
                 .subscribers_active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
-            (State::Active, Role::Publisher) => g
+            (true, Role::Publisher) => g
                 .publishers_active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
-            (State::AwaitingLogin, _) => g
+            (false, _) => g
                 .sessions_pending
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
-            _ => 0,
         };
         let quiet = matches!(
             reason,
@@ -835,7 +838,7 @@ impl Distributor {
                 if let Pump::Failed(kind) = s.flush(now) {
                     to_close.push((key, CloseReason::SocketError(kind)));
                 } else if s.state == State::Closing && s.queued() == 0 {
-                    to_close.push((key, CloseReason::Rejected));
+                    to_close.push((key, closing_reason(s)));
                 }
             }
         }
@@ -897,5 +900,14 @@ impl Distributor {
             self.close(key, CloseReason::Shutdown, now);
         }
         tracing::info!(journal_head = self.journal.head(), "distributor stopped");
+    }
+}
+
+/// Why a session in `Closing` ends once its last bytes are written: a refused Herz request is malformed
+/// input; otherwise its login was rejected.
+fn closing_reason(s: &Session) -> CloseReason {
+    match s.refused() {
+        Some(why) => CloseReason::Refused(why.to_string()),
+        None => CloseReason::Rejected,
     }
 }

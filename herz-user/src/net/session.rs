@@ -61,6 +61,9 @@ pub enum CloseReason {
     Rejected,
     /// Malformed input (framing, unknown type, bad login fields, bad filter, bad message).
     Malformed(String),
+    /// A Herz control request was refused with `HERZ ERROR` (bad or late filter); closed after the error
+    /// is written, not abortively.
+    Refused(String),
     /// No data from the peer within the timeout.
     HeartbeatTimeout,
     /// The socket failed (reset, TCP_USER_TIMEOUT, keepalive).
@@ -147,6 +150,7 @@ pub struct Session {
     pub sent: u64,
     /// Bytes written to the socket.
     pub bytes_out: u64,
+    refused: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -201,6 +205,7 @@ impl Session {
             writable: true,
             sent: 0,
             bytes_out: 0,
+            refused: None,
         }
     }
 
@@ -334,14 +339,28 @@ impl Session {
                 self.pending_filter.extend_from_slice(text);
                 None
             }
-            Ok(Some(HerzControl::Filter(_))) => Some(CloseReason::Malformed(
-                "HERZ FILTER is only accepted before the Login Request".into(),
-            )),
+            Ok(Some(HerzControl::Filter(_))) => {
+                self.refuse("HERZ FILTER is only accepted before the Login Request")
+            }
             Ok(_) => None,
-            Err(e) => Some(CloseReason::Malformed(format!(
-                "bad Herz control packet: {e}"
-            ))),
+            Err(e) => self.refuse(&format!("bad Herz control packet: {e}")),
         }
+    }
+
+    /// Refuses a Herz control request (docs/PROTOCOL.md): says why in `HERZ ERROR <reason>`, then closes
+    /// once that is written. The session is malformed input, so it is counted as such.
+    fn refuse(&mut self, reason: &str) -> Option<CloseReason> {
+        if soupbintcp::encode_error_packet(reason, &mut self.out).is_err() {
+            return Some(CloseReason::Malformed(reason.to_string()));
+        }
+        self.refused = Some(reason.to_string());
+        self.state = State::Closing;
+        None
+    }
+
+    /// Why a Herz control request was refused, once it was.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     fn reject(&mut self, reason: RejectReason) -> Option<CloseReason> {
@@ -376,7 +395,7 @@ impl Session {
                 if let Ok(Some(HerzControl::Filter(f))) = HerzControl::parse(line)
                     && let Err(e) = filter.add(&f)
                 {
-                    return Some(CloseReason::Malformed(format!("filter refused: {e}")));
+                    return self.refuse(&format!("filter refused: {e}"));
                 }
             }
             self.filter = Some(filter);
