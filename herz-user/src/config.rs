@@ -625,10 +625,10 @@ impl Config {
                     format!("{addr}: port 0 is not allowed, name a fixed port"),
                 ));
             }
-            if let IpAddr::V4(v4) = addr.ip() {
-                if v4.is_multicast() || v4.is_broadcast() {
-                    return Err(invalid(key, format!("{addr}: not a unicast address")));
-                }
+            if let IpAddr::V4(v4) = addr.ip()
+                && (v4.is_multicast() || v4.is_broadcast())
+            {
+                return Err(invalid(key, format!("{addr}: not a unicast address")));
             }
         }
         if self.subscribers.listen == self.publishers.listen {

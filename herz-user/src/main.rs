@@ -73,7 +73,6 @@ fn main() {
 }
 
 fn real_main(args: Args) -> anyhow::Result<()> {
-    let args = args;
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(f) = args.log_format {
         config.log.format = f;

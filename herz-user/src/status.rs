@@ -64,11 +64,10 @@ pub fn read_live(state_dir: &Path) -> Option<Status> {
 
 /// Removes the status file if it is ours.
 pub fn remove(state_dir: &Path) {
-    if let Ok(bytes) = std::fs::read(path(state_dir)) {
-        if let Ok(s) = serde_json::from_slice::<Status>(&bytes) {
-            if s.pid == std::process::id() {
-                let _ = std::fs::remove_file(path(state_dir));
-            }
-        }
+    if let Ok(bytes) = std::fs::read(path(state_dir))
+        && let Ok(s) = serde_json::from_slice::<Status>(&bytes)
+        && s.pid == std::process::id()
+    {
+        let _ = std::fs::remove_file(path(state_dir));
     }
 }

@@ -273,13 +273,13 @@ pub fn top(args: TopArgs, default_control: SocketAddr) -> anyhow::Result<()> {
         })?;
         let deadline = Instant::now() + Duration::from_millis(args.interval_ms);
         while Instant::now() < deadline {
-            if event::poll(deadline.saturating_duration_since(Instant::now()))? {
-                if let Event::Key(k) = event::read()? {
-                    let ctrl_c =
-                        k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
-                    if ctrl_c || k.code == KeyCode::Char('q') || k.code == KeyCode::Esc {
-                        return Ok(());
-                    }
+            if event::poll(deadline.saturating_duration_since(Instant::now()))?
+                && let Event::Key(k) = event::read()?
+            {
+                let ctrl_c =
+                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                if ctrl_c || k.code == KeyCode::Char('q') || k.code == KeyCode::Esc {
+                    return Ok(());
                 }
             }
         }

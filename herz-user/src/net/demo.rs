@@ -58,7 +58,7 @@ impl DemoFeed {
             let step = (self.next_rand() % 21) as i64 - 10;
             self.prices[i] = (self.prices[i] + step * 1_000_000).max(1_000_000);
             let px = self.prices[i];
-            let len = if r % 5 == 0 {
+            let len = if r.is_multiple_of(5) {
                 let t = Trade {
                     symbol: self.symbols[i],
                     timestamp_ns: now,

@@ -397,10 +397,10 @@ impl Distributor {
                     }
                     Token(t) => {
                         let key = t - SESSION_BASE;
-                        if event.is_writable() {
-                            if let Some(s) = self.sessions.get_mut(key) {
-                                s.writable = true;
-                            }
+                        if event.is_writable()
+                            && let Some(s) = self.sessions.get_mut(key)
+                        {
+                            s.writable = true;
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read_session(key, now);
