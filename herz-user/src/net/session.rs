@@ -477,6 +477,11 @@ impl Session {
                 self.conflate_until = 0;
                 LagAction::Dropped(skipped)
             }
+            // A plan in progress covers the backlog up to `conflate_until`; planning again before the
+            // cursor gets there would rescan the same messages on every loop iteration.
+            SlowConsumerPolicy::Conflate if !fell_off && self.cursor < self.conflate_until => {
+                LagAction::None
+            }
             SlowConsumerPolicy::Conflate => {
                 let mut dropped = 0;
                 if fell_off {
