@@ -589,13 +589,7 @@ fn a_dead_peer_is_detected_and_its_fd_freed() {
     // Log in from the namespace and keep the socket open (the thread's socket stays in the namespace).
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let holder = {
-        let path = format!("/run/netns/{}", net.ns);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            assert_eq!(
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
-                0
-            );
+        net.spawn_in(move || {
             let mut sub = SoupSubscriber::connect(addr, LOGIN_TIMEOUT).unwrap();
             sub.login("demo", "demo", Session::BLANK, 0, None).unwrap();
             let _ = rx.recv();
@@ -680,13 +674,7 @@ fn multicast_subscriber_in_a_namespace_recovers_5_percent_loss_through_rerequest
     let rerequest = ep.rerequest;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = {
-        let path = format!("/run/netns/{}", net.ns);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            assert_eq!(
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
-                0
-            );
+        net.spawn_in(move || {
             let cfg = MoldReceiverConfig::multicast(group, port, ns_addr)
                 .with_rerequest(rerequest)
                 .with_start(StartFrom::Sequence(1));

@@ -343,14 +343,7 @@ fn a_logged_in_subscriber_is_trusted_until_its_session_ends() {
     let ns_ip = std::net::IpAddr::V4(net.ns_addr);
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (logged_tx, logged_rx) = std::sync::mpsc::channel::<()>();
-    let path = format!("/run/netns/{}", net.ns);
-    let client = std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) },
-            0
-        );
+    let client = net.spawn_in(move || {
         let mut sub = herz_client::SoupSubscriber::connect(addr, Duration::from_secs(5)).unwrap();
         sub.login(
             "demo",
