@@ -6,6 +6,8 @@
 //! - `fanout`: msgs/s delivered to 1, 4, 16 subscribers over TCP and multicast, Herz vs raw sockets.
 //! - `peers`: the same shape across Herz, nats-server, ZeroMQ and the raw ceilings.
 //! - `latency`: one-way latency percentiles at fixed offered rates.
+//! - `shield`: the kernel shield under a SYN flood, against no defence and nftables (needs root and
+//!   a herz built with its eBPF object).
 //!
 //! See docs/PERFORMANCE.md for the method and the results.
 
@@ -17,6 +19,7 @@ mod report;
 mod run;
 mod scenarios;
 mod servers;
+mod shield;
 mod sys;
 
 use std::{
@@ -34,13 +37,16 @@ const USAGE: &str = "\
 usage: herz-bench [SCENARIO...] [--quick] [--runs N] [--latency-subs N] [--latency-secs S]
                   [--systems LIST] [--herz-flush-us US] [--herz PATH] [--nats-server PATH] [--out DIR] [--verbose]
 
-SCENARIO: fanout | peers | latency (default: all three)
+SCENARIO: fanout | peers | latency | shield (default: all four)
   --quick            1 run per point, fewer points, shorter runs (the whole suite in minutes)
   --runs N           runs per point (default 3, or 1 with --quick); figures are medians
   --latency-subs N   subscribers in latency runs (default 1)
   --latency-secs S   seconds per latency run (default 5, or 2 with --quick)
   --systems LIST     only these systems, comma-separated (herz-tcp, herz-mcast, nats, zmq,
                      raw-tcp, raw-mcast); ratios need the pairs they compare
+  --shield-filter S  shield: only the flood cells whose method/sources/defence contains S
+                     (methods xdp, af_packet; sources random, one; defences none, nft, herz),
+                     e.g. `xdp/random` or `/herz`
   --herz-flush-us US flush_us of Herz's multicast channel (default 200, Herz's default)
   --herz PATH        the herz binary (default: target/release/herz)
   --nats-server PATH nats-server binary (default: nats-server on PATH)
@@ -57,6 +63,7 @@ struct Args {
     latency_secs: Option<u64>,
     herz_flush_us: u64,
     systems: Option<Vec<run::System>>,
+    shield_filter: Option<String>,
     from_json: Option<PathBuf>,
     herz: PathBuf,
     nats: String,
@@ -81,6 +88,7 @@ fn parse_args() -> anyhow::Result<Args> {
         latency_secs: None,
         herz_flush_us: 200,
         systems: None,
+        shield_filter: None,
         from_json: None,
         herz: root.join("target/release/herz"),
         nats: "nats-server".into(),
@@ -117,6 +125,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 a.systems = Some(v);
             }
             "--from-json" => a.from_json = Some(value("--from-json")?.into()),
+            "--shield-filter" => a.shield_filter = Some(value("--shield-filter")?),
             "--herz-flush-us" => {
                 a.herz_flush_us = value("--herz-flush-us")?
                     .parse()
@@ -125,7 +134,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--herz" => a.herz = value("--herz")?.into(),
             "--nats-server" => a.nats = value("--nats-server")?,
             "--out" => a.out = value("--out")?.into(),
-            s @ ("fanout" | "peers" | "latency") => {
+            s @ ("fanout" | "peers" | "latency" | "shield") => {
                 if !a.scenarios.iter().any(|x| x == s) {
                     a.scenarios.push(s.into());
                 }
@@ -134,7 +143,12 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     if a.scenarios.is_empty() {
-        a.scenarios = vec!["fanout".into(), "peers".into(), "latency".into()];
+        a.scenarios = vec![
+            "fanout".into(),
+            "peers".into(),
+            "latency".into(),
+            "shield".into(),
+        ];
     }
     if a.runs == Some(0) || a.latency_subs == 0 || a.latency_secs == Some(0) {
         bail!("--runs, --latency-subs and --latency-secs must be positive");
@@ -286,6 +300,7 @@ fn real_main() -> anyhow::Result<()> {
         latency_subs: args.latency_subs,
         latency_secs: args.latency_secs.unwrap_or(if args.quick { 2 } else { 5 }),
         systems: args.systems.clone(),
+        shield_filter: args.shield_filter.clone(),
     };
     let env = Env {
         herz_bin: args.herz.clone(),
@@ -317,11 +332,16 @@ fn real_main() -> anyhow::Result<()> {
         versions.libzmq
     );
     let mut results = Vec::new();
+    let mut shield_report = None;
     for s in &args.scenarios {
         let r = match s.as_str() {
             "fanout" => scenarios::fanout(&env, &plan),
             "peers" => scenarios::peers(&env, &plan),
             "latency" => scenarios::latency(&env, &plan),
+            "shield" => {
+                shield_report = Some(shield::run(&env, &plan));
+                continue;
+            }
             _ => unreachable!("validated"),
         };
         results.push(r);
@@ -329,7 +349,7 @@ fn real_main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&env.tmp);
     let mut command = String::from("cargo xtask bench");
     for s in &args.scenarios {
-        if args.scenarios.len() < 3 {
+        if args.scenarios.len() < 4 {
             command.push(' ');
             command.push_str(s);
         }
@@ -337,21 +357,30 @@ fn real_main() -> anyhow::Result<()> {
     if args.quick {
         command.push_str(" --quick");
     }
+    // herz-bench's own options go after `--` (xtask passes them through).
+    let mut extra = String::new();
     if let Some(r) = args.runs {
-        command.push_str(&format!(" --runs {r}"));
+        extra.push_str(&format!(" --runs {r}"));
     }
     if args.latency_subs != 1 {
-        command.push_str(&format!(" --latency-subs {}", args.latency_subs));
+        extra.push_str(&format!(" --latency-subs {}", args.latency_subs));
     }
     if let Some(s) = args.latency_secs {
-        command.push_str(&format!(" --latency-secs {s}"));
+        extra.push_str(&format!(" --latency-secs {s}"));
     }
     if let Some(v) = &args.systems {
         let names: Vec<&str> = v.iter().map(|s| s.label()).collect();
-        command.push_str(&format!(" --systems {}", names.join(",")));
+        extra.push_str(&format!(" --systems {}", names.join(",")));
+    }
+    if let Some(f) = &args.shield_filter {
+        extra.push_str(&format!(" --shield-filter {f}"));
     }
     if args.herz_flush_us != 200 {
-        command.push_str(&format!(" --herz-flush-us {}", args.herz_flush_us));
+        extra.push_str(&format!(" --herz-flush-us {}", args.herz_flush_us));
+    }
+    if !extra.is_empty() {
+        command.push_str(" --");
+        command.push_str(&extra);
     }
     let report = Report {
         meta: Meta {
@@ -365,6 +394,7 @@ fn real_main() -> anyhow::Result<()> {
             notes: notes(&env, &plan),
         },
         scenarios: results,
+        shield: shield_report,
     };
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(args.out.join("report.json"), json)?;

@@ -53,6 +53,9 @@ pub struct Report {
     pub meta: Meta,
     /// Scenario results, in the order run.
     pub scenarios: Vec<ScenarioResult>,
+    /// The shield scenario, when run.
+    #[serde(default)]
+    pub shield: Option<crate::shield::ShieldReport>,
 }
 
 fn mps(v: f64) -> String {
@@ -379,6 +382,9 @@ pub fn markdown(r: &Report, plots: &[String]) -> String {
             _ => {}
         }
         invalid_notes(&mut out, s);
+    }
+    if let Some(sh) = &r.shield {
+        crate::shield::markdown(&mut out, sh);
     }
     if !plots.is_empty() {
         out.push_str("\n## Plots\n\n");

@@ -22,7 +22,7 @@ use crate::{
     msg::{Checker, SubResult},
     pubs::{self, Load, PubCtl, PubMsg, PubStats},
     recv::{self, SubCtl, SubKind},
-    servers::{ChannelSpec, HerzDaemon, NatsServer},
+    servers::{ChannelSpec, HerzDaemon, HerzOpts, NatsServer},
     sys::{CpuSource, TempDir, free_tcp_port, free_udp_port, fresh_group, mono_ns},
 };
 
@@ -189,7 +189,8 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    fn failed(sys: System, subs: usize, load: &Load, why: String) -> Self {
+    /// A run that failed before it measured anything.
+    pub fn failed(sys: System, subs: usize, load: &Load, why: String) -> Self {
         RunResult {
             system: sys,
             subscribers: subs,
@@ -227,10 +228,33 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Variations of a run for the shield scenarios.
+#[derive(Default)]
+pub struct RunOpts<'a> {
+    /// Where the Herz daemon runs.
+    pub herz: HerzOpts,
+    /// Called once every subscriber is connected, just before the publisher starts (e.g. to start
+    /// a flood).
+    pub before_go: Option<&'a mut dyn FnMut() -> anyhow::Result<()>>,
+    /// Called once every subscriber has finished, while the server still runs.
+    pub after_subs: Option<&'a mut dyn FnMut()>,
+}
+
 /// Runs one measurement; never panics, a failure becomes an invalid result with its reason.
 pub fn run_once(env: &Env, sys: System, subs: usize, load: Load) -> RunResult {
+    run_once_with(env, sys, subs, load, RunOpts::default())
+}
+
+/// [`run_once`] with [`RunOpts`].
+pub fn run_once_with(
+    env: &Env,
+    sys: System,
+    subs: usize,
+    load: Load,
+    opts: RunOpts<'_>,
+) -> RunResult {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_inner(env, sys, subs, load)
+        run_inner(env, sys, subs, load, opts)
     }));
     match r {
         Ok(Ok(r)) => r,
@@ -274,7 +298,13 @@ enum Server {
     Nats(NatsServer),
 }
 
-fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<RunResult> {
+fn run_inner(
+    env: &Env,
+    sys: System,
+    subs: usize,
+    load: Load,
+    mut opts: RunOpts<'_>,
+) -> anyhow::Result<RunResult> {
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_guard = StopOnDrop(stop.clone());
     let pub_done = Arc::new(AtomicBool::new(false));
@@ -304,7 +334,7 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
                 group,
                 flush_us: env.herz_flush_us,
             });
-            let d = HerzDaemon::start(&env.herz_bin, &tmp.0, subs, &load, channel)?;
+            let d = HerzDaemon::start(&env.herz_bin, &tmp.0, subs, &load, channel, &opts.herz)?;
             let (sub_addr, pub_addr) = (d.sub_addr, d.pub_addr);
             server = Server::Herz(d);
             let kind = if sys == System::HerzMcast {
@@ -426,6 +456,10 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    if let Some(f) = opts.before_go.as_mut() {
+        f()?;
+    }
+
     // Measure.
     let cpu0 = cpu.read_ns().context("reading server CPU time")?;
     let t0 = mono_ns();
@@ -459,6 +493,9 @@ fn run_inner(env: &Env, sys: System, subs: usize, load: Load) -> anyhow::Result<
         })
         .collect();
     let cpu1 = cpu.read_ns().context("reading server CPU time")?;
+    if let Some(f) = opts.after_subs.as_mut() {
+        f();
+    }
     let mut server_error = None;
     match &mut server {
         Server::Herz(d) => server_error = d.check_alive().err().map(|e| format!("{e:#}")),

@@ -21,6 +21,8 @@ pub struct Plan {
     pub latency_secs: u64,
     /// Only these systems (`--systems`).
     pub systems: Option<Vec<System>>,
+    /// Only the shield flood cells whose `method/sources/defence` label contains this.
+    pub shield_filter: Option<String>,
 }
 
 /// One point: a system at one subscriber count, size and rate, with its runs.

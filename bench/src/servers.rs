@@ -4,6 +4,7 @@
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -24,6 +25,35 @@ pub struct ChannelSpec {
     pub group: SocketAddrV4,
     /// `flush_us` of the channel.
     pub flush_us: u64,
+}
+
+/// Where and how a Herz daemon runs; the default is the loopback of the bench's namespace, shield
+/// off.
+#[derive(Debug, Clone)]
+pub struct HerzOpts {
+    /// Address the listeners bind (0.0.0.0: every interface of the namespace).
+    pub bind: Ipv4Addr,
+    /// Address clients connect to.
+    pub connect: Ipv4Addr,
+    /// Network namespace to run in (`/run/netns/NAME`), entered with setns only, so the daemon
+    /// shares the bench's mounts (bpffs) and pins land where `herz stats` looks.
+    pub netns: Option<&'static str>,
+    /// The `[shield]` section; `None`: shield off.
+    pub shield: Option<String>,
+    /// Subscriber and publisher ports (`None`: free ports of the bench's namespace).
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Default for HerzOpts {
+    fn default() -> Self {
+        Self {
+            bind: Ipv4Addr::LOCALHOST,
+            connect: Ipv4Addr::LOCALHOST,
+            netns: None,
+            shield: None,
+            ports: None,
+        }
+    }
 }
 
 /// A running `herz run`.
@@ -48,10 +78,20 @@ impl HerzDaemon {
         subs: usize,
         load: &Load,
         channel: Option<ChannelSpec>,
+        opts: &HerzOpts,
     ) -> anyhow::Result<Self> {
-        let sub_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-        let pub_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
-        let rr_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+        let (sub_port, pub_port) = opts
+            .ports
+            .unwrap_or_else(|| (free_tcp_port(), free_tcp_port()));
+        let sub_addr = SocketAddr::from((opts.connect, sub_port));
+        let pub_addr = SocketAddr::from((opts.connect, pub_port));
+        let sub_bind = SocketAddr::from((opts.bind, sub_port));
+        let pub_bind = SocketAddr::from((opts.bind, pub_port));
+        let rr_addr = SocketAddr::from((opts.bind, free_udp_port()));
+        let shield = opts
+            .shield
+            .clone()
+            .unwrap_or_else(|| "[shield]\nenabled = false\n".into());
         let max_messages = (load.n + 1024).max(65_536);
         let max_bytes = (max_messages * load.size as u64 + (4 << 20)).max(16 << 20);
         let channel_toml = channel
@@ -64,8 +104,10 @@ impl HerzDaemon {
             .unwrap_or_default();
         let toml = format!(
             r#"# herz-bench: one run.
-[shield]
-enabled = false
+[log]
+format = "json"
+
+{shield}
 
 [demo]
 enabled = false
@@ -79,7 +121,7 @@ max_messages = {max_messages}
 max_bytes = {max_bytes}
 
 [subscribers]
-listen = "{sub_addr}"
+listen = "{sub_bind}"
 max_lag = {max_messages}
 max_sessions = {max_sessions}
 
@@ -88,7 +130,7 @@ name = "demo"
 password = "demo"
 
 [publishers]
-listen = "{pub_addr}"
+listen = "{pub_bind}"
 
 [[publishers.users]]
 name = "feed"
@@ -109,7 +151,33 @@ listen = "{rr_addr}"
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?);
-        let mut guard = ChildGuard::spawn(cmd, "herz")?;
+        if let Some(ns) = opts.netns {
+            let f = fs::File::open(format!("/run/netns/{ns}"))
+                .with_context(|| format!("opening namespace {ns}"))?;
+            let fd = f.as_raw_fd();
+            // SAFETY: setns(2) is async-signal-safe; `f` outlives the spawn (the fd is inherited).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let guard = ChildGuard::spawn(cmd, "herz")?;
+            drop(f);
+            return Self::wait_serving(guard, sub_addr, pub_addr, log);
+        }
+        let guard = ChildGuard::spawn(cmd, "herz")?;
+        Self::wait_serving(guard, sub_addr, pub_addr, log)
+    }
+
+    fn wait_serving(
+        mut guard: ChildGuard,
+        sub_addr: SocketAddr,
+        pub_addr: SocketAddr,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if fs::read_to_string(&log)

@@ -278,8 +278,13 @@ fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Resu
         Some(ps) => unsafe { ((*ps).half_open_at(now, p.half_open_timeout_ns), (*ps).established) },
         None => (0, 0),
     };
+    // Lookup only: a source without state gets its bucket once it has passed every rule below. Its
+    // bucket would start full, so no per-source rule can refuse its first SYN, and a random-source
+    // flood the global guard refuses then costs lookups instead of an LRU insert per frame (inserts
+    // into a full LRU map cost microseconds, and would evict the state of real sources).
+    let rs = RATE.get_ptr_mut(key);
     if p.syn_rate != 0 {
-        if let Some(rs) = rate_state(key) {
+        if let Some(rs) = rs {
             // SAFETY: map value; races between CPUs at most admit a token more.
             if !take(unsafe { &mut (*rs).syn }, now, p.syn_rate, p.syn_burst) {
                 return Err(flood_drop(pkt, key, p, now, DropReason::SynRate));
@@ -308,6 +313,14 @@ fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Resu
             // has none. Not an auto-block offence: the source may be an innocent newcomer.
             if !ok && established == 0 {
                 return Err(DropReason::GlobalSyn);
+            }
+        }
+    }
+    if p.syn_rate != 0 && rs.is_none() {
+        if let Some(rs) = rate_state(key) {
+            // SAFETY: as above.
+            if !take(unsafe { &mut (*rs).syn }, now, p.syn_rate, p.syn_burst) {
+                return Err(flood_drop(pkt, key, p, now, DropReason::SynRate));
             }
         }
     }
@@ -404,7 +417,14 @@ pub fn herz_xdp(ctx: XdpContext) -> u32 {
         count(Counter::HerzUdp, 1);
     }
     let key = source_key(&pkt.src);
-    let stats = source_stats(&key);
+    let verdict = police(&pkt, &key, role, now);
+    // A source the global guard refuses before it was ever tracked gets no entry of its own (it is
+    // counted globally): a random-source flood would otherwise insert one per frame, at microseconds
+    // each, and evict the counters of real sources.
+    let stats = match verdict {
+        Err(DropReason::GlobalSyn) => SOURCES.get_ptr_mut(&key),
+        _ => source_stats(&key),
+    };
     if let Some(s) = stats {
         // SAFETY: per-CPU value; only this CPU writes it while the program runs.
         let s = unsafe { &mut *s };
@@ -417,7 +437,7 @@ pub fn herz_xdp(ctx: XdpContext) -> u32 {
             s.udp += 1;
         }
     }
-    match police(&pkt, &key, role, now) {
+    match verdict {
         Ok(()) => xdp_action::XDP_PASS,
         Err(reason) => {
             count(Counter::drop(reason), 1);

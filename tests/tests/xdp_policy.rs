@@ -357,7 +357,19 @@ fn global_syn_guard_drops_new_sources_but_not_connected_ones() {
         "then random sources are dropped"
     );
     assert_eq!(p.global(Counter::DropGlobalSyn), 5);
-    assert_eq!(drops(&p, k4([198, 19, 1, 8]), DropReason::GlobalSyn), 1);
+    // Refused before they were ever tracked: counted globally, no per-source entry (a random-source
+    // flood must not insert one per frame and evict real sources' counters).
+    assert!(p.source(k4([198, 19, 1, 8])).is_none());
+    assert!(
+        p.source(k4([198, 19, 1, 3])).is_some(),
+        "a source that passed"
+    );
+    // A tracked source refused by the guard is counted per source as well.
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 19, 1, 3], 4001, SUB, flags::SYN)),
+        xdp::DROP
+    );
+    assert_eq!(drops(&p, k4([198, 19, 1, 3]), DropReason::GlobalSyn), 1);
     // A source with a live connection still gets through the exhausted guard.
     assert_eq!(p.xdp(&tcp4_from(known, 3001, SUB, flags::SYN)), xdp::PASS);
     assert!(p.blocked().is_empty(), "{:?}", p.blocked());

@@ -9,12 +9,16 @@ use anyhow::{Context as _, bail};
 use crate::{root, run_cmd};
 
 /// Debian packages the benchmarks need: the peers (nats-server; libzmq for the `zmq` crate, found
-/// through pkg-config) and a TTF font for the plots' text (optional: plots are drawn without text
-/// when it is missing).
+/// through pkg-config; nftables for the shield scenario's peer ruleset), ethtool (the shield
+/// scenario turns on GRO, hence NAPI, on a veth) and a TTF font for the plots' text (optional: plots
+/// are drawn without text when it is missing).
 const PACKAGES: &[&str] = &[
     "nats-server",
     "libzmq3-dev",
     "pkg-config",
+    "nftables",
+    "ethtool",
+    "iproute2",
     "fonts-dejavu-core",
 ];
 
@@ -58,10 +62,15 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the `herz` binary in release mode, as `cargo xtask build --release` does, except that the
-/// eBPF object is optional: the benchmarks run with the shield off, so an object built earlier is
-/// embedded when present, and none is built (no nightly toolchain needed).
-fn build_herz_release() -> anyhow::Result<PathBuf> {
+/// Builds the `herz` binary in release mode. With the shield scenario, as `cargo xtask build
+/// --release` does (setup, then the eBPF object, embedded). Without it the eBPF object is optional:
+/// the other scenarios run with the shield off, so an object built earlier is embedded when present
+/// and none is built (no nightly toolchain needed).
+fn build_herz_release(shield: bool) -> anyhow::Result<PathBuf> {
+    if shield {
+        crate::setup::ensure()?;
+        crate::build_ebpf()?;
+    }
     eprintln!("xtask: building herz (release)");
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
@@ -88,7 +97,8 @@ fn build_bench_release() -> anyhow::Result<PathBuf> {
 /// Prerequisites, builds, then the benchmarks. `extra` goes to herz-bench as is.
 pub fn run(scenarios: &[String], quick: bool, extra: &[String]) -> anyhow::Result<()> {
     ensure_prerequisites()?;
-    let herz = build_herz_release()?;
+    let shield = scenarios.is_empty() || scenarios.iter().any(|s| s == "shield");
+    let herz = build_herz_release(shield)?;
     let bench = build_bench_release()?;
     let out = root().join("target/bench");
     let mut cmd = Command::new(&bench);

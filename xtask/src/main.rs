@@ -43,11 +43,11 @@ enum Verb {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Install the peers (nats-server, libzmq), build herz and herz-bench in release mode, and run
+    /// Install the peers (nats-server, libzmq, nftables), build herz and herz-bench in release mode, and run
     /// the benchmarks; results in target/bench/ (report.md, report.json, PNG plots).
     Bench {
         /// Scenarios to run (default: all).
-        #[arg(value_parser = ["fanout", "peers", "latency"])]
+        #[arg(value_parser = ["fanout", "peers", "latency", "shield"])]
         scenarios: Vec<String>,
         /// One run per point, fewer points, shorter runs: the whole suite in a few minutes.
         #[arg(long)]

@@ -48,6 +48,8 @@ pub enum Event {
         reason: &'static str,
         /// Drops in the window so far.
         drops: u64,
+        /// Kernel time (CLOCK_MONOTONIC ns) of the drop, for matching with packet captures.
+        kernel_ns: u64,
     },
     /// The XDP program blocked a repeat offender.
     AutoBlocked {
@@ -57,6 +59,8 @@ pub enum Event {
         reason: &'static str,
         /// How long the block lasts.
         ttl_ms: u64,
+        /// Kernel time (CLOCK_MONOTONIC ns) of the block.
+        kernel_ns: u64,
     },
     /// A blocklist entry appeared (`herz block`, a config reload).
     Blocked {
@@ -99,11 +103,13 @@ pub fn decode(bytes: &[u8], now_ns: u64) -> Option<Event> {
             source,
             reason,
             drops: ev.value,
+            kernel_ns: ev.ts_ns,
         }),
         EventKind::AutoBlocked => Some(Event::AutoBlocked {
             source,
             reason,
             ttl_ms: ev.value.saturating_sub(now_ns.max(ev.ts_ns)) / 1_000_000,
+            kernel_ns: ev.ts_ns,
         }),
     }
 }
@@ -198,16 +204,18 @@ fn log_event(ev: &Event, suppressed: u64) {
             source,
             reason,
             drops,
+            kernel_ns,
         } => tracing::warn!(
-            event = "threshold", %source, reason, drops, suppressed,
+            event = "threshold", %source, reason, drops, kernel_ns, suppressed,
             "shield: source crossed a flood threshold, dropping"
         ),
         Event::AutoBlocked {
             source,
             reason,
             ttl_ms,
+            kernel_ns,
         } => tracing::warn!(
-            event = "auto_block", %source, reason, ttl = %format_duration(Duration::from_millis(*ttl_ms)), suppressed,
+            event = "auto_block", %source, reason, ttl = %format_duration(Duration::from_millis(*ttl_ms)), kernel_ns, suppressed,
             "shield: source auto-blocked"
         ),
         Event::Blocked {
@@ -648,7 +656,8 @@ mod tests {
             Some(Event::AutoBlocked {
                 source: "198.18.0.9".parse().unwrap(),
                 reason: "syn_rate",
-                ttl_ms: 60_000
+                ttl_ms: 60_000,
+                kernel_ns: 1_000_000_000,
             })
         );
         assert_eq!(decode(&bytes[..10], 0), None);
