@@ -1071,7 +1071,7 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
                         "{v:.1} µs"
                     )),
                 fmt_opt(t.crossing_to_autoblock_ms, 1) + " ms",
-                fmt_opt(t.crossing_to_log_ms, 1) + " ms",
+                fmt_opt(t.crossing_to_log_ms, 2) + " ms",
                 t.passed.map_or("–".into(), |v| v.to_string()),
             );
         }
