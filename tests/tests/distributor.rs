@@ -824,3 +824,63 @@ fn a_bad_or_late_filter_is_refused_with_herz_error_before_the_close() {
     assert_eq!(dist::sample(&m, "herz_malformed_closes_total"), 2.0);
     assert_eq!(dist::sample(&m, "herz_logins_rejected_total"), 1.0);
 }
+
+/// A publisher whose messages and FIN reach Herz together (one write, then shutdown): every message is
+/// appended, and the close is noticed at once, not at the heartbeat timeout. Herz stops reading a
+/// socket after a short read unless the readiness event says the peer closed; this checks that the
+/// FIN is never left unread.
+#[test]
+fn a_publisher_closing_right_after_its_data_loses_nothing_and_is_closed_at_once() {
+    const N: u64 = 500;
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "", "");
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    for round in 0..5u64 {
+        let mut out = Vec::new();
+        soupbintcp::LoginRequest::new("feed", "feed", Session::BLANK, 0)
+            .unwrap()
+            .encode(&mut out);
+        for i in round * N + 1..=(round + 1) * N {
+            soupbintcp::encode_unsequenced(&message(i), &mut out).unwrap();
+        }
+        let mut p = TcpStream::connect(ep.publishers).unwrap();
+        p.write_all(&out).unwrap();
+        p.shutdown(std::net::Shutdown::Write).unwrap();
+        receive_exact(
+            &mut sub,
+            round * N + 1,
+            (round + 1) * N,
+            Duration::from_secs(10),
+        );
+        // Herz closes its side once it has seen the FIN: the read returns 0.
+        p.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match p.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "round {round}: Herz did not close the publisher within {:?}: {e}",
+                    start.elapsed()
+                ),
+            }
+        }
+    }
+    let m = dist::scrape(&ep);
+    assert_eq!(
+        dist::sample(&m, "herz_publisher_messages_total"),
+        (5 * N) as f64
+    );
+    let publishers = m
+        .samples
+        .iter()
+        .find(|s| s.metric == "herz_sessions" && s.labels.get("role") == Some("publisher"));
+    if let Some(p) = publishers {
+        assert!(
+            matches!(p.value, prometheus_parse::Value::Gauge(v) if v == 0.0),
+            "{p:?}"
+        );
+    }
+}

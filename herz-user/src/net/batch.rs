@@ -103,9 +103,9 @@ impl RecvBatch {
             };
         }
         self.count = n as usize;
-        for i in 0..self.count {
-            self.lens[i] = msgs[i].msg_len as usize;
-            self.addr_lens[i] = msgs[i].msg_hdr.msg_namelen;
+        for (i, m) in msgs.iter().take(self.count).enumerate() {
+            self.lens[i] = m.msg_len as usize;
+            self.addr_lens[i] = m.msg_hdr.msg_namelen;
         }
         Ok(self.count)
     }

@@ -403,7 +403,7 @@ impl Distributor {
                             s.writable = true;
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_session(key, now);
+                            self.read_session(key, now, event.is_read_closed() || event.is_error());
                         }
                     }
                 }
@@ -413,7 +413,7 @@ impl Distributor {
                 .loop_alive_ns
                 .store(now, std::sync::atomic::Ordering::Relaxed);
             for key in std::mem::take(&mut self.reread) {
-                self.read_session(key, now);
+                self.read_session(key, now, true);
             }
             if let Some(d) = &mut self.demo {
                 d.produce(now, &mut self.journal, &self.shared.counters);
@@ -528,7 +528,8 @@ impl Distributor {
         self.sessions.iter().filter(|(_, s)| s.role == role).count()
     }
 
-    fn read_session(&mut self, key: usize, now: u64) {
+    /// Reads a session's socket; `drain`: read until it would block (see [`Session::on_readable`]).
+    fn read_session(&mut self, key: usize, now: u64, drain: bool) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
@@ -544,7 +545,7 @@ impl Distributor {
         };
         let counters = &self.shared.counters;
         let was = s.state;
-        let outcome = s.on_readable(&ctx, &mut self.journal, |r| {
+        let outcome = s.on_readable(&ctx, &mut self.journal, drain, |r| {
             if let Ok(_seq) = r {
                 add(&counters.publisher_messages, 1);
                 add(&counters.journal_appended, 1);
