@@ -161,6 +161,9 @@ pub struct FloodPoint {
     /// Spoofed random sources (true) or one source.
     #[serde(default)]
     pub random_sources: bool,
+    /// Frames per second offered; `None`: as fast as the generator goes.
+    #[serde(default)]
+    pub rate_pps: Option<u64>,
     /// The defence.
     pub defense: Defense,
     /// Every run.
@@ -593,6 +596,7 @@ fn start_flood(
     topo: &Arc<Topo>,
     method: Method,
     random_sources: bool,
+    rate: Option<u64>,
     dport: u16,
     max_time: Duration,
 ) -> FloodHandle {
@@ -630,7 +634,7 @@ fn start_flood(
                     Bounds {
                         max_packets: 200_000_000,
                         max_time,
-                        rate: None,
+                        rate,
                     },
                     &s,
                 )
@@ -715,6 +719,7 @@ fn flood_run(
     topo: &Arc<Topo>,
     method: Option<Method>,
     random_sources: bool,
+    rate: Option<u64>,
     defense: Defense,
     subs: usize,
     load: Load,
@@ -746,6 +751,7 @@ fn flood_run(
                 topo,
                 m,
                 random_sources,
+                rate,
                 SUB_PORT,
                 Duration::from_secs(secs + 15),
             ));
@@ -869,19 +875,34 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
         rate: Some(report.stream_rate),
         warmup: report.stream_rate / 5,
     };
-    let mut cells = vec![(None, false, Defense::None)];
-    for m in [Method::XdpRedirect, Method::AfPacket] {
-        for random in [true, false] {
-            for d in [Defense::None, Defense::Nftables, Defense::Herz] {
-                cells.push((Some(m), random, d));
+    let mut cells = vec![(None, false, None, Defense::None)];
+    // Max-rate floods with both injection methods; in full mode also a fixed-rate flood, which every
+    // defence keeps up with, so that the CPU each one needs shows. Fixed rates use AF_PACKET: every
+    // live-frames run of the in-kernel generator sets up a page pool (milliseconds), so it cannot be
+    // paced finely.
+    let rates: &[Option<u64>] = if plan.quick {
+        &[None]
+    } else {
+        &[None, Some(FIXED_RATE)]
+    };
+    for &rate in rates {
+        for m in [Method::XdpRedirect, Method::AfPacket] {
+            if rate.is_some() && m == Method::XdpRedirect {
+                continue;
+            }
+            for random in [true, false] {
+                for d in [Defense::None, Defense::Nftables, Defense::Herz] {
+                    cells.push((Some(m), random, rate, d));
+                }
             }
         }
     }
     let mut points: Vec<FloodPoint> = cells
         .iter()
-        .map(|&(method, random_sources, defense)| FloodPoint {
+        .map(|&(method, random_sources, rate_pps, defense)| FloodPoint {
             method,
             random_sources,
+            rate_pps,
             defense,
             runs: Vec::new(),
         })
@@ -899,15 +920,17 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
                 &topo,
                 p.method,
                 p.random_sources,
+                p.rate_pps,
                 p.defense,
                 report.subscribers,
                 load,
                 secs,
             );
             eprintln!(
-                "  shield flood {done}/{total}: {} / {} / {}: {:.0} msgs/s delivered, p99 {} µs; flood {:.2} Mpps offered, {:.2} M frames in, {} ns/frame{}{}",
+                "  shield flood {done}/{total}: {} / {} / {} / {}: {:.0} msgs/s delivered, p99 {} µs; flood {:.2} Mpps offered, {:.2} M frames in, {} ns/frame{}{}",
                 p.method.map_or("no flood", |m| m.label()),
                 sources_label(p),
+                rate_label(p),
                 p.defense.label(),
                 r.service.msgs_per_s,
                 r.service
@@ -941,10 +964,21 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
 
 // --- Report ---------------------------------------------------------------------------------------
 
-/// `method/sources/defence`, what `--shield-filter` matches.
+/// Frames per second of the fixed-rate floods (full mode).
+const FIXED_RATE: u64 = 50_000;
+
+fn rate_label(p: &FloodPoint) -> String {
+    match (p.method, p.rate_pps) {
+        (None, _) => "–".into(),
+        (Some(_), None) => "max".into(),
+        (Some(_), Some(r)) => format!("{}k/s", r / 1000),
+    }
+}
+
+/// `method/sources/defence/rate`, what `--shield-filter` matches.
 fn cell_label(p: &FloodPoint) -> String {
     format!(
-        "{}/{}/{}",
+        "{}/{}/{}/{}",
         p.method.map_or("none", |m| match m {
             Method::AfPacket => "af_packet",
             Method::XdpRedirect => "xdp",
@@ -960,6 +994,10 @@ fn cell_label(p: &FloodPoint) -> String {
             Defense::None => "none",
             Defense::Nftables => "nft",
             Defense::Herz => "herz",
+        },
+        match p.rate_pps {
+            None => "max".into(),
+            Some(r) => format!("{}k", r / 1000),
         }
     )
 }
@@ -996,6 +1034,7 @@ struct PointSummary {
     ns_per_frame: Option<f64>,
     drops_mpps: Option<f64>,
     xdp_ns: Option<f64>,
+    rx_core_pct: Option<f64>,
 }
 
 fn summarize(p: &FloodPoint) -> PointSummary {
@@ -1028,6 +1067,7 @@ fn summarize(p: &FloodPoint) -> PointSummary {
         ns_per_frame: per(&|r| r.ns_per_frame),
         drops_mpps: per(&|r| secs(r).and_then(|s| r.defense_drops.map(|d| d as f64 / s / 1e6))),
         xdp_ns: per(&|r| r.xdp_ns_per_run),
+        rx_core_pct: per(&|r| secs(r).map(|s| 100.0 * r.rx_cpu_s / s)),
     }
 }
 
@@ -1101,21 +1141,22 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
     if !r.flood.is_empty() {
         let _ = writeln!(
             out,
-            "### Service and kernel cost under a max-rate SYN flood\n\nA publisher streams {} msgs/s of {} B to {} subscriber(s) through Herz while a bounded flood of SYNs hits the subscriber port as fast as one generator core can send: from random spoofed sources (198.19.0.0/16), or from one source (a new source port per SYN with AF_PACKET; the same frame over and over with XDP redirect). Receive-thread CPU is the victim veth's threaded NAPI (pinned to its own core) per flood frame it took in: all of the victim kernel's work on the flood (XDP, netfilter, TCP, SYN-ACKs).\n",
+            "### Service and kernel cost under a max-rate SYN flood\n\nA publisher streams {} msgs/s of {} B to {} subscriber(s) through Herz while a bounded flood of SYNs hits the subscriber port, as fast as one generator core can send (rate max) or, in full mode, at a fixed rate every defence keeps up with: from random spoofed sources (198.19.0.0/16), or from one source (a new source port per SYN with AF_PACKET; the same frame over and over with XDP redirect). Receive-thread CPU is the victim veth's threaded NAPI (pinned to its own core) per flood frame it took in: all of the victim kernel's work on the flood (XDP, netfilter, TCP, SYN-ACKs).\n",
             r.stream_rate, r.stream_size, r.subscribers
         );
         let _ = writeln!(
             out,
-            "| flood injection | sources | defence | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | flood offered Mpps | taken in Mpps | dropped by defence Mpps | receive CPU ns/frame | of which Herz XDP ns | valid runs |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| flood injection | sources | rate | defence | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | flood offered Mpps | taken in Mpps | dropped by defence Mpps | receive CPU ns/frame | receive CPU % of a core | of which Herz XDP ns | valid runs |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for fp in &r.flood {
             let s = summarize(fp);
             let l = s.latency;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
                 fp.method.map_or("no flood", |m| m.label()),
                 sources_label(fp),
+                rate_label(fp),
                 fp.defense.label(),
                 fmt_opt(s.delivered, 0),
                 fmt_opt(l.map(|l| l.p50_us), 0),
@@ -1126,6 +1167,7 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
                 fmt_opt(s.rx_mpps, 2),
                 fmt_opt(s.drops_mpps, 2),
                 fmt_opt(s.ns_per_frame, 0),
+                fmt_opt(s.rx_core_pct, 0),
                 fmt_opt(s.xdp_ns, 0),
                 s.valid_runs,
                 fp.runs.len()
@@ -1138,7 +1180,10 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
                     r.flood
                         .iter()
                         .find(|p| {
-                            p.method == Some(m) && p.random_sources == random && p.defense == d
+                            p.method == Some(m)
+                                && p.random_sources == random
+                                && p.rate_pps.is_none()
+                                && p.defense == d
                         })
                         .and_then(|p| summarize(p).ns_per_frame)
                 };
