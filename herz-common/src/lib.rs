@@ -334,19 +334,7 @@ impl TokenBucket {
     /// (`last_ns == 0`) starts full.
     #[inline(always)]
     pub fn take(&mut self, now_ns: u64, rate: u64, burst: u64) -> bool {
-        let cap = burst * NS_PER_SEC;
-        let mut units = if self.last_ns == 0 {
-            cap
-        } else {
-            let mut elapsed = now_ns.saturating_sub(self.last_ns);
-            if elapsed > MAX_REFILL_NS {
-                elapsed = MAX_REFILL_NS;
-            }
-            self.units + elapsed * rate
-        };
-        if units > cap {
-            units = cap;
-        }
+        let units = self.available(now_ns, rate, burst);
         self.last_ns = now_ns;
         if units >= NS_PER_SEC {
             self.units = units - NS_PER_SEC;
@@ -355,6 +343,28 @@ impl TokenBucket {
             self.units = units;
             false
         }
+    }
+
+    /// Whether [`Self::take`] would succeed now, without taking or refilling anything.
+    #[inline(always)]
+    pub fn has_token(&self, now_ns: u64, rate: u64, burst: u64) -> bool {
+        self.available(now_ns, rate, burst) >= NS_PER_SEC
+    }
+
+    /// Units the bucket holds at `now_ns`, refill included.
+    #[inline(always)]
+    fn available(&self, now_ns: u64, rate: u64, burst: u64) -> u64 {
+        let cap = burst * NS_PER_SEC;
+        let units = if self.last_ns == 0 {
+            cap
+        } else {
+            let mut elapsed = now_ns.saturating_sub(self.last_ns);
+            if elapsed > MAX_REFILL_NS {
+                elapsed = MAX_REFILL_NS;
+            }
+            self.units + elapsed * rate
+        };
+        if units > cap { cap } else { units }
     }
 }
 
@@ -652,6 +662,22 @@ mod tests {
         let mut c = TokenBucket::default();
         assert!(c.take(t0, 1, 1));
         assert!(!c.take(t0 - 1, 1, 1));
+    }
+
+    #[test]
+    fn has_token_predicts_take_without_changing_the_bucket() {
+        let mut b = TokenBucket::default();
+        let t0 = 7 * NS_PER_SEC;
+        assert!(b.has_token(t0, 10, 2), "a new bucket starts full");
+        for step in 0..40u64 {
+            let now = t0 + step * 37_000_000;
+            let before = b;
+            let predicted = b.has_token(now, 10, 2);
+            assert_eq!(b, before, "has_token changed the bucket");
+            assert_eq!(b.take(now, 10, 2), predicted, "at step {step}");
+        }
+        let empty = TokenBucket::default();
+        assert!(!empty.has_token(t0, 10, 0), "no burst, no token");
     }
 
     #[test]

@@ -289,6 +289,18 @@ fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Resu
             if !take(unsafe { &mut (*rs).syn }, now, p.syn_rate, p.syn_burst) {
                 return Err(flood_drop(pkt, key, p, now, DropReason::SynRate));
             }
+        } else if established == 0 && p.global_syn_rate != 0 {
+            // Never seen (no bucket) and no connection, while the global guard has no token to
+            // give: nothing below could let it through, so skip the handshake-table lookups. This is
+            // the path of almost every frame of a random-source flood.
+            if let Some(g) = GUARD.get_ptr(0) {
+                let rate = if p.global_syn_rate > MAX_RATE { MAX_RATE } else { p.global_syn_rate };
+                let burst = if p.global_syn_burst > MAX_BURST { MAX_BURST } else { p.global_syn_burst };
+                // SAFETY: map value, read only.
+                if !unsafe { (*g).has_token(now, rate, burst) } {
+                    return Err(DropReason::GlobalSyn);
+                }
+            }
         }
     }
     if p.max_half_open != 0 || p.max_established != 0 {

@@ -377,6 +377,42 @@ fn global_syn_guard_drops_new_sources_but_not_connected_ones() {
 }
 
 #[test]
+fn with_per_source_limits_on_the_exhausted_guard_still_refuses_only_new_unconnected_sources() {
+    let Some(mut p) = load(
+        "with_per_source_limits_on_the_exhausted_guard_still_refuses_only_new_unconnected_sources",
+    ) else {
+        return;
+    };
+    // Per-source limits on: a never-seen source is refused by the exhausted guard before the
+    // handshake tables are consulted (the random-source flood path); the verdicts must not change.
+    p.set_params(&ShieldParams {
+        syn_rate: 100,
+        syn_burst: 10,
+        max_half_open: 64,
+        max_established: 64,
+        half_open_timeout_ns: 3 * NS_PER_SEC,
+        global_syn_rate: 1,
+        global_syn_burst: 3,
+        ..Default::default()
+    });
+    let known = [198, 18, 0, 51];
+    handshake(&p, known, 3100);
+    let verdicts: Vec<u32> = (1..=8u8)
+        .map(|i| p.xdp(&tcp4_from([198, 19, 2, i], 4100, SUB, flags::SYN)))
+        .collect();
+    assert_eq!(&verdicts[..3], &[xdp::PASS; 3], "the guard's burst");
+    assert_eq!(&verdicts[3..], &[xdp::DROP; 5], "then new sources are refused");
+    assert_eq!(p.global(Counter::DropGlobalSyn), 5);
+    assert!(p.source(k4([198, 19, 2, 8])).is_none(), "no state for refused newcomers");
+    // A source that passed has a bucket: its next SYN takes the full path and is refused by the guard
+    // too (no connection), counted per source.
+    assert_eq!(p.xdp(&tcp4_from([198, 19, 2, 1], 4101, SUB, flags::SYN)), xdp::DROP);
+    assert_eq!(drops(&p, k4([198, 19, 2, 1]), DropReason::GlobalSyn), 1);
+    // A connected source still gets through.
+    assert_eq!(p.xdp(&tcp4_from(known, 3101, SUB, flags::SYN)), xdp::PASS);
+}
+
+#[test]
 fn trusted_sources_skip_the_flood_rules_but_not_the_blocklist() {
     let Some(mut p) = load("trusted_sources_skip_the_flood_rules_but_not_the_blocklist") else {
         return;
