@@ -401,12 +401,22 @@ fn with_per_source_limits_on_the_exhausted_guard_still_refuses_only_new_unconnec
         .map(|i| p.xdp(&tcp4_from([198, 19, 2, i], 4100, SUB, flags::SYN)))
         .collect();
     assert_eq!(&verdicts[..3], &[xdp::PASS; 3], "the guard's burst");
-    assert_eq!(&verdicts[3..], &[xdp::DROP; 5], "then new sources are refused");
+    assert_eq!(
+        &verdicts[3..],
+        &[xdp::DROP; 5],
+        "then new sources are refused"
+    );
     assert_eq!(p.global(Counter::DropGlobalSyn), 5);
-    assert!(p.source(k4([198, 19, 2, 8])).is_none(), "no state for refused newcomers");
+    assert!(
+        p.source(k4([198, 19, 2, 8])).is_none(),
+        "no state for refused newcomers"
+    );
     // A source that passed has a bucket: its next SYN takes the full path and is refused by the guard
     // too (no connection), counted per source.
-    assert_eq!(p.xdp(&tcp4_from([198, 19, 2, 1], 4101, SUB, flags::SYN)), xdp::DROP);
+    assert_eq!(
+        p.xdp(&tcp4_from([198, 19, 2, 1], 4101, SUB, flags::SYN)),
+        xdp::DROP
+    );
     assert_eq!(drops(&p, k4([198, 19, 2, 1]), DropReason::GlobalSyn), 1);
     // A connected source still gets through.
     assert_eq!(p.xdp(&tcp4_from(known, 3101, SUB, flags::SYN)), xdp::PASS);

@@ -170,6 +170,39 @@ pub struct FloodPoint {
     pub runs: Vec<FloodRun>,
 }
 
+/// One flood with no stream: the victim's receive thread has its core to itself, so a flood it cannot
+/// keep up with keeps it busy and its CPU per frame is the cost of the defence's path.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CostRun {
+    /// What the generator sent.
+    pub flood: Sent,
+    /// Frames the victim's veth took in.
+    pub victim_rx: u64,
+    /// CPU time of the victim's receive thread, s.
+    pub rx_cpu_s: f64,
+    /// `rx_cpu_s` per frame taken in, ns.
+    pub ns_per_frame: Option<f64>,
+    /// Herz: average run time of its XDP program, ns.
+    pub xdp_ns_per_run: Option<f64>,
+    /// Frames the defence reports dropping.
+    pub defense_drops: Option<u64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// A (method, sources, defence) cost point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CostPoint {
+    /// How frames were injected.
+    pub method: Method,
+    /// Spoofed random sources (true) or one source.
+    pub random_sources: bool,
+    /// The defence.
+    pub defense: Defense,
+    /// Every run.
+    pub runs: Vec<CostRun>,
+}
+
 /// The scenario's results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShieldReport {
@@ -183,8 +216,11 @@ pub struct ShieldReport {
     pub subscribers: usize,
     /// Detection trials.
     pub detection: Vec<DetectionTrial>,
-    /// Service and cost under flood.
+    /// Service under flood.
     pub flood: Vec<FloodPoint>,
+    /// Kernel cost per flood frame, no stream.
+    #[serde(default)]
+    pub cost: Vec<CostPoint>,
     /// How it was measured.
     pub notes: Vec<String>,
     /// A failure that stopped the scenario early.
@@ -833,6 +869,75 @@ fn flood_run(
     }
 }
 
+/// One flood of `secs` against an idle herz (its listener; with Herz, its shield), no stream.
+fn cost_run(
+    env: &Env,
+    topo: &Arc<Topo>,
+    method: Method,
+    random_sources: bool,
+    defense: Defense,
+    secs: u64,
+) -> CostRun {
+    let mut r = CostRun::default();
+    let result = (|| -> anyhow::Result<()> {
+        let tmp = TempDir::new(&env.tmp)?;
+        let mut opts = victim_opts(defense, &POLICY);
+        opts.ports = Some((SUB_PORT, PUB_PORT));
+        if defense == Defense::Nftables {
+            nft_apply(&nft_ruleset(&[SUB_PORT, PUB_PORT], &POLICY))?;
+        }
+        let load = Load {
+            n: 1000,
+            size: 64,
+            rate: None,
+            warmup: 0,
+        };
+        let d = HerzDaemon::start(&env.herz_bin, &tmp.0, 1, &load, None, &opts)?;
+        topo.pin_napi()?;
+        let drops_before = defense_drops(defense, &env.herz_bin);
+        let prog_before = (defense == Defense::Herz)
+            .then(xdp_prog_stats)
+            .and_then(Result::ok);
+        let f = start_flood(
+            topo,
+            method,
+            random_sources,
+            None,
+            SUB_PORT,
+            Duration::from_secs(secs),
+        );
+        let joined = f.thread.join();
+        let drops_after = defense_drops(defense, &env.herz_bin);
+        let prog_after = (defense == Defense::Herz)
+            .then(xdp_prog_stats)
+            .and_then(Result::ok);
+        drop(d);
+        let (sent, c) = joined.map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        r.flood = sent;
+        r.victim_rx = c.rx;
+        r.rx_cpu_s = c.rx_cpu_ns as f64 / 1e9;
+        r.ns_per_frame = (c.rx > 0).then(|| c.rx_cpu_ns as f64 / c.rx as f64);
+        r.defense_drops = match (drops_before, drops_after) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        r.xdp_ns_per_run = match (prog_before, prog_after) {
+            (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => {
+                Some((t1 - t0) as f64 / (n1 - n0) as f64)
+            }
+            _ => None,
+        };
+        Ok(())
+    })();
+    if defense == Defense::Nftables {
+        nft_remove();
+    }
+    if let Err(e) = result {
+        r.error = Some(format!("{e:#}"));
+    }
+    r
+}
+
 /// Runs the scenario.
 pub fn run(env: &Env, plan: &Plan) -> ShieldReport {
     let stream_rate = 50_000;
@@ -844,6 +949,7 @@ pub fn run(env: &Env, plan: &Plan) -> ShieldReport {
         subscribers: plan.latency_subs,
         detection: Vec::new(),
         flood: Vec::new(),
+        cost: Vec::new(),
         notes: notes(),
         error: None,
     };
@@ -876,24 +982,13 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
         warmup: report.stream_rate / 5,
     };
     let mut cells = vec![(None, false, None, Defense::None)];
-    // Max-rate floods with both injection methods; in full mode also a fixed-rate flood, which every
-    // defence keeps up with, so that the CPU each one needs shows. Fixed rates use AF_PACKET: every
-    // live-frames run of the in-kernel generator sets up a page pool (milliseconds), so it cannot be
-    // paced finely.
-    let rates: &[Option<u64>] = if plan.quick {
-        &[None]
-    } else {
-        &[None, Some(FIXED_RATE)]
-    };
-    for &rate in rates {
-        for m in [Method::XdpRedirect, Method::AfPacket] {
-            if rate.is_some() && m == Method::XdpRedirect {
-                continue;
-            }
-            for random in [true, false] {
-                for d in [Defense::None, Defense::Nftables, Defense::Herz] {
-                    cells.push((Some(m), random, rate, d));
-                }
+    // Max-rate floods with both injection methods. (A paced flood is possible with `rate_pps`, but
+    // at moderate rates the victim's receive thread wakes for every few frames and its wake-ups, not
+    // the defences, decide its CPU: about 8 µs per frame at 50k SYN/s for every defence alike.)
+    for m in [Method::XdpRedirect, Method::AfPacket] {
+        for random in [true, false] {
+            for d in [Defense::None, Defense::Nftables, Defense::Herz] {
+                cells.push((Some(m), random, None, d));
             }
         }
     }
@@ -959,13 +1054,75 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
         }
     }
     report.flood = points;
+
+    let mut cost: Vec<CostPoint> = Vec::new();
+    for m in [Method::XdpRedirect, Method::AfPacket] {
+        for random in [false, true] {
+            for d in [Defense::None, Defense::Nftables, Defense::Herz] {
+                cost.push(CostPoint {
+                    method: m,
+                    random_sources: random,
+                    defense: d,
+                    runs: Vec::new(),
+                });
+            }
+        }
+    }
+    if let Some(f) = &plan.shield_filter {
+        cost.retain(|p| cost_label(p).contains(f.as_str()));
+    }
+    let cost_secs = if plan.quick { 2 } else { 3 };
+    let total = cost.len() * plan.runs;
+    let mut done = 0;
+    for _ in 0..plan.runs {
+        for p in cost.iter_mut() {
+            done += 1;
+            let r = cost_run(env, &topo, p.method, p.random_sources, p.defense, cost_secs);
+            eprintln!(
+                "  shield cost {done}/{total}: {}: {:.2} Mpps offered, {:.2} Mpps taken in, receive thread {:.0}% busy, {} ns/frame{}{}",
+                cost_label(p),
+                if r.flood.secs > 0.0 {
+                    r.flood.packets as f64 / r.flood.secs / 1e6
+                } else {
+                    0.0
+                },
+                if r.flood.secs > 0.0 {
+                    r.victim_rx as f64 / r.flood.secs / 1e6
+                } else {
+                    0.0
+                },
+                if r.flood.secs > 0.0 {
+                    100.0 * r.rx_cpu_s / r.flood.secs
+                } else {
+                    0.0
+                },
+                r.ns_per_frame.map_or("–".into(), |v| format!("{v:.0}")),
+                r.xdp_ns_per_run
+                    .map_or(String::new(), |v| format!(" (XDP {v:.0} ns)")),
+                r.error
+                    .as_deref()
+                    .map(|e| format!("; error: {e}"))
+                    .unwrap_or_default(),
+            );
+            p.runs.push(r);
+        }
+    }
+    report.cost = cost;
     Ok(())
 }
 
-// --- Report ---------------------------------------------------------------------------------------
+/// `method/sources/defence/max`, as for the flood cells.
+fn cost_label(p: &CostPoint) -> String {
+    cell_label(&FloodPoint {
+        method: Some(p.method),
+        random_sources: p.random_sources,
+        rate_pps: None,
+        defense: p.defense,
+        runs: Vec::new(),
+    })
+}
 
-/// Frames per second of the fixed-rate floods (full mode).
-const FIXED_RATE: u64 = 50_000;
+// --- Report ---------------------------------------------------------------------------------------
 
 fn rate_label(p: &FloodPoint) -> String {
     match (p.method, p.rate_pps) {
@@ -1141,7 +1298,7 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
     if !r.flood.is_empty() {
         let _ = writeln!(
             out,
-            "### Service and kernel cost under a max-rate SYN flood\n\nA publisher streams {} msgs/s of {} B to {} subscriber(s) through Herz while a bounded flood of SYNs hits the subscriber port, as fast as one generator core can send (rate max) or, in full mode, at a fixed rate every defence keeps up with: from random spoofed sources (198.19.0.0/16), or from one source (a new source port per SYN with AF_PACKET; the same frame over and over with XDP redirect). Receive-thread CPU is the victim veth's threaded NAPI (pinned to its own core) per flood frame it took in: all of the victim kernel's work on the flood (XDP, netfilter, TCP, SYN-ACKs).\n",
+            "### Service under a max-rate SYN flood\n\nA publisher streams {} msgs/s of {} B to {} subscriber(s) through Herz while a bounded flood of SYNs hits the subscriber port, as fast as one generator core can send (rate max) or, in full mode, at a fixed rate every defence keeps up with: from random spoofed sources (198.19.0.0/16), or from one source (a new source port per SYN with AF_PACKET; the same frame over and over with XDP redirect). Receive-thread CPU is the victim veth's threaded NAPI (pinned to its own core) per flood frame it took in: all of the victim kernel's work on the flood (XDP, netfilter, TCP, SYN-ACKs).\n",
             r.stream_rate, r.stream_size, r.subscribers
         );
         let _ = writeln!(
@@ -1174,39 +1331,6 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
             );
         }
         let _ = writeln!(out);
-        for m in [Method::XdpRedirect, Method::AfPacket] {
-            for random in [false, true] {
-                let cost = |d: Defense| {
-                    r.flood
-                        .iter()
-                        .find(|p| {
-                            p.method == Some(m)
-                                && p.random_sources == random
-                                && p.rate_pps.is_none()
-                                && p.defense == d
-                        })
-                        .and_then(|p| summarize(p).ns_per_frame)
-                };
-                if let (Some(x), Some(n), Some(none)) = (
-                    cost(Defense::Herz),
-                    cost(Defense::Nftables),
-                    cost(Defense::None),
-                ) {
-                    let _ = writeln!(
-                        out,
-                        "- {}, {}: victim kernel CPU per flood frame, Herz {x:.0} ns, nftables {n:.0} ns (nftables/Herz {:.2}), no defence {none:.0} ns (no defence/Herz {:.2}).",
-                        m.label(),
-                        if random {
-                            "random spoofed sources"
-                        } else {
-                            "one source"
-                        },
-                        n / x,
-                        none / x
-                    );
-                }
-            }
-        }
         let mut invalid = Vec::new();
         for fp in &r.flood {
             for run in &fp.runs {
@@ -1233,10 +1357,106 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
             }
         }
     }
+    if !r.cost.is_empty() {
+        cost_md(out, r);
+    }
     if !r.notes.is_empty() {
         let _ = writeln!(out);
         for n in &r.notes {
             let _ = writeln!(out, "- {n}");
+        }
+    }
+}
+
+/// Medians of a cost point: offered Mpps, taken in Mpps, receive thread busy %, ns/frame, XDP ns.
+struct CostSummary {
+    offered: Option<f64>,
+    taken: Option<f64>,
+    busy: Option<f64>,
+    ns: Option<f64>,
+    xdp: Option<f64>,
+}
+
+fn cost_summary(p: &CostPoint) -> CostSummary {
+    let per = |f: &dyn Fn(&CostRun) -> Option<f64>| median(p.runs.iter().filter_map(f).collect());
+    let secs = |r: &CostRun| (r.flood.secs > 0.0).then_some(r.flood.secs);
+    CostSummary {
+        offered: per(&|r| secs(r).map(|s| r.flood.packets as f64 / s / 1e6)),
+        taken: per(&|r| secs(r).map(|s| r.victim_rx as f64 / s / 1e6)),
+        busy: per(&|r| secs(r).map(|s| 100.0 * r.rx_cpu_s / s)),
+        ns: per(&|r| r.ns_per_frame),
+        xdp: per(&|r| r.xdp_ns_per_run),
+    }
+}
+
+fn cost_md(out: &mut String, r: &ShieldReport) {
+    let _ = writeln!(
+        out,
+        "\n### Kernel CPU per flood frame (no stream)\n\nThe same floods for {} run(s) each against an idle herz (its listener; with Herz, its shield), nothing else running in the victim: its receive thread has core 1 to itself, and the flood keeps it busy. Receive CPU per frame taken in is then what each defence's path costs the kernel.\n",
+        r.cost.first().map_or(0, |p| p.runs.len())
+    );
+    let _ = writeln!(
+        out,
+        "| injection | sources | defence | offered Mpps | taken in Mpps | receive thread busy | receive CPU ns/frame | of which Herz XDP ns | errors |\n|---|---|---|---:|---:|---:|---:|---:|---|"
+    );
+    for p in &r.cost {
+        let CostSummary {
+            offered,
+            taken,
+            busy,
+            ns,
+            xdp,
+        } = cost_summary(p);
+        let errors: Vec<&str> = p.runs.iter().filter_map(|r| r.error.as_deref()).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {}% | {} | {} | {} |",
+            p.method.label(),
+            if p.random_sources {
+                "random spoofed"
+            } else {
+                "one source"
+            },
+            p.defense.label(),
+            fmt_opt(offered, 2),
+            fmt_opt(taken, 2),
+            fmt_opt(busy, 0),
+            fmt_opt(ns, 0),
+            fmt_opt(xdp, 0),
+            if errors.is_empty() {
+                "".to_string()
+            } else {
+                errors.join("; ")
+            }
+        );
+    }
+    let _ = writeln!(out);
+    for m in [Method::XdpRedirect, Method::AfPacket] {
+        for random in [false, true] {
+            let cost = |d: Defense| {
+                r.cost
+                    .iter()
+                    .find(|p| p.method == m && p.random_sources == random && p.defense == d)
+                    .and_then(|p| cost_summary(p).ns)
+            };
+            if let (Some(x), Some(n), Some(none)) = (
+                cost(Defense::Herz),
+                cost(Defense::Nftables),
+                cost(Defense::None),
+            ) {
+                let _ = writeln!(
+                    out,
+                    "- {}, {}: victim kernel CPU per flood frame, Herz {x:.0} ns, nftables {n:.0} ns (nftables/Herz {:.2}), no defence {none:.0} ns (no defence/Herz {:.2}).",
+                    m.label(),
+                    if random {
+                        "random spoofed sources"
+                    } else {
+                        "one source"
+                    },
+                    n / x,
+                    none / x
+                );
+            }
         }
     }
 }
