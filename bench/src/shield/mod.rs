@@ -798,12 +798,9 @@ fn flood_run(
     };
     // Stop the flood while the daemon (and its shield) still runs.
     let mut after = || {
-        let drops_after = defense_drops(defense, &herz_bin);
         let mut o = outcome.lock().expect("lock");
-        o.2 = drops_after;
-        if defense == Defense::Herz {
-            *prog_after.lock().expect("lock") = xdp_prog_stats().ok();
-        }
+        // The flood stops first: `herz stats` walks every per-source entry, which on a full table
+        // takes a core for a while and must not compete with the receive thread being measured.
         if let Some(f) = flood.lock().expect("lock").take() {
             f.stop.store(true, Ordering::Relaxed);
             match f.thread.join() {
@@ -814,6 +811,10 @@ fn flood_run(
                 Ok(Err(e)) => *flood_error.lock().expect("lock") = Some(format!("flood: {e:#}")),
                 Err(_) => *flood_error.lock().expect("lock") = Some("flood thread panicked".into()),
             }
+        }
+        o.2 = defense_drops(defense, &herz_bin);
+        if defense == Defense::Herz {
+            *prog_after.lock().expect("lock") = xdp_prog_stats().ok();
         }
     };
     let service = std::thread::scope(|s| {
