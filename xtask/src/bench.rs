@@ -10,7 +10,7 @@ use crate::{root, run_cmd};
 
 /// Debian packages the benchmarks need: the peers (nats-server; libzmq for the `zmq` crate, found
 /// through pkg-config; nftables for the shield scenario's peer ruleset), ethtool (the shield
-/// scenario turns on GRO, hence NAPI, on a veth) and a TTF font for the plots' text (optional: plots
+/// scenario turns on GRO, hence NAPI, on a veth), procps (`sysctl`) and a TTF font for the plots' text (optional: plots
 /// are drawn without text when it is missing).
 const PACKAGES: &[&str] = &[
     "nats-server",
@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
     "iproute2",
+    "procps",
     "fonts-dejavu-core",
 ];
 
