@@ -229,7 +229,9 @@ fn paced_loop(
 }
 
 /// Floods from user space through an AF_PACKET socket, `sendmmsg` batches of 64 frames. With a random
-/// source, 4096 pre-built frames are cycled; every frame's TCP sequence number is its index.
+/// source, 65,536 pre-built frames (as many sources as the in-kernel generator draws from) are
+/// cycled; every frame's TCP sequence number is its index. A full veth ring (`ENOBUFS`) is retried,
+/// so the count is of frames the kernel accepted.
 pub fn af_packet(
     ifindex: i32,
     spec: &FrameSpec,
@@ -237,11 +239,12 @@ pub fn af_packet(
     stop: &AtomicBool,
 ) -> anyhow::Result<Sent> {
     let fd = packet_socket(ifindex, 0).context("AF_PACKET socket")?;
-    const RING: usize = 4096;
+    const RING: usize = 65_536;
     const BATCH: usize = 64;
-    let mut frames: Vec<[u8; FRAME_LEN]> = Vec::with_capacity(RING);
+    let ring = if spec.random_source { RING } else { 4096 };
+    let mut frames: Vec<[u8; FRAME_LEN]> = Vec::with_capacity(ring);
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..RING {
+    for i in 0..ring {
         let mut f = frame(spec, i as u32);
         if spec.random_source {
             rng ^= rng << 13;
@@ -252,6 +255,7 @@ pub fn af_packet(
         frames.push(f);
     }
     let single = !spec.random_source && bounds.rate.is_some();
+    let give_up = Instant::now() + bounds.max_time;
     let mut next = 0usize;
     let mut seq = 0u32;
     paced_loop(bounds, 20_000, stop, |want| {
@@ -270,7 +274,7 @@ pub fn af_packet(
             let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
             let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
             for k in 0..n {
-                let f = &frames[(next + k) % RING];
+                let f = &frames[(next + k) % ring];
                 iovs[k] = libc::iovec {
                     iov_base: f.as_ptr() as *mut _,
                     iov_len: FRAME_LEN,
@@ -284,11 +288,14 @@ pub fn af_packet(
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::ENOBUFS) || e.kind() == io::ErrorKind::WouldBlock
                 {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > give_up {
+                        break;
+                    }
                     continue;
                 }
                 bail!("sendmmsg on AF_PACKET: {e}");
             }
-            next = (next + rc as usize) % RING;
+            next = (next + rc as usize) % ring;
             done += rc as u64;
         }
         Ok(done)
@@ -421,12 +428,14 @@ fn load_program(ifindex: i32, random_source: bool) -> anyhow::Result<OwnedFd> {
         prog_name: name,
         ..ProgLoadAttr::default()
     };
-    // SAFETY: bpf(2) with a fully initialised attr whose buffers outlive the call.
+    let mut attr = attr;
+    // SAFETY: bpf(2) with a fully initialised attr whose buffers outlive the call (the kernel may
+    // write back into it).
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_LOAD,
-            &attr as *const ProgLoadAttr,
+            &mut attr as *mut ProgLoadAttr,
             mem::size_of::<ProgLoadAttr>(),
         )
     };

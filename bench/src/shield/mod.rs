@@ -43,6 +43,15 @@ use crate::{
 use flood::{Bounds, FrameSpec, Method, Sent};
 use topo::Topo;
 
+/// Sets a flag when dropped (stops a thread on every exit path).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The shield policy the scenario configures (Herz's defaults), and its nftables twin.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Policy {
@@ -142,6 +151,9 @@ pub struct FloodRun {
     pub victim_ring_drops: u64,
     /// CPU time of the victim's receive thread during the flood, s.
     pub rx_cpu_s: f64,
+    /// Wall time over which `rx_cpu_s` was counted, s.
+    #[serde(default)]
+    pub rx_wall_s: f64,
     /// `rx_cpu_s` per frame taken in, ns.
     pub ns_per_frame: Option<f64>,
     /// Frames the defence reports dropping (Herz: XDP drop counters; nftables: its rule counters).
@@ -180,6 +192,9 @@ pub struct CostRun {
     pub victim_rx: u64,
     /// CPU time of the victim's receive thread, s.
     pub rx_cpu_s: f64,
+    /// Wall time over which `rx_cpu_s` was counted, s.
+    #[serde(default)]
+    pub rx_wall_s: f64,
     /// `rx_cpu_s` per frame taken in, ns.
     pub ns_per_frame: Option<f64>,
     /// Herz: average run time of its XDP program, ns.
@@ -457,9 +472,14 @@ fn detection_trial(
         let _ = cap_tx.send(());
         c.collect(cap_stop)
     });
+    // Whatever happens below, the capture stops with this trial.
+    let _capture_stop = StopOnDrop(stop.clone());
     cap_rx
         .recv_timeout(Duration::from_secs(5))
         .map_err(|_| anyhow::anyhow!("the capture did not start"))?;
+    // Enabling receive timestamps takes effect asynchronously (a static key flipped by a workqueue):
+    // give it a moment, so that the first frames carry the time they left.
+    std::thread::sleep(Duration::from_millis(50));
     let gen_stop = Arc::new(AtomicBool::new(false));
     let gs = gen_stop.clone();
     let generator = topo::spawn_in(topo::NS_ATTACKER, "bench-syn-gen", move || {
@@ -498,6 +518,12 @@ fn detection_trial(
         clock_uncertainty_ns: uncertainty,
         ..DetectionTrial::default()
     };
+    if t.captured != t.sent {
+        t.error = Some(format!(
+            "the capture saw {} of {} SYNs: SYN numbers may be off",
+            t.captured, t.sent
+        ));
+    }
     let cross = crossing(&times, policy);
     t.crossing_index = cross.map(|i| u64::from(captured[i].seq));
     let log_text = std::fs::read_to_string(log).unwrap_or_default();
@@ -614,6 +640,8 @@ struct FloodCounters {
     rx: u64,
     ring_drops: u64,
     rx_cpu_ns: u64,
+    /// Wall time between the two readings (filled in for the difference only).
+    wall_ns: u64,
 }
 
 fn counters(
@@ -625,6 +653,7 @@ fn counters(
         rx,
         ring_drops,
         rx_cpu_ns: cpu()?,
+        wall_ns: 0,
     })
 }
 
@@ -656,6 +685,7 @@ fn start_flood(
         .spawn(move || {
             let rx = || t.victim_rx();
             let cpu = || t.napi_runtime_ns();
+            let t0 = std::time::Instant::now();
             let before = counters(&rx, &cpu)?;
             let gen_cpu = t.cpus.map(|(_, g)| g);
             let ifindex = t.attacker_ifindex;
@@ -680,12 +710,18 @@ fn start_flood(
             // Let the receive ring drain before reading the counters.
             std::thread::sleep(Duration::from_millis(100));
             let after = counters(&rx, &cpu)?;
+            let wall_ns = t0.elapsed().as_nanos() as u64;
+            let diff = |a: u64, b: u64, what: &str| {
+                a.checked_sub(b)
+                    .with_context(|| format!("{what} went backwards ({b} → {a})"))
+            };
             Ok((
                 sent,
                 FloodCounters {
-                    rx: after.rx - before.rx,
-                    ring_drops: after.ring_drops - before.ring_drops,
-                    rx_cpu_ns: after.rx_cpu_ns - before.rx_cpu_ns,
+                    rx: diff(after.rx, before.rx, "veth rx packets")?,
+                    ring_drops: diff(after.ring_drops, before.ring_drops, "veth rx drops")?,
+                    rx_cpu_ns: diff(after.rx_cpu_ns, before.rx_cpu_ns, "receive thread CPU")?,
+                    wall_ns,
                 },
             ))
         })
@@ -712,8 +748,9 @@ fn xdp_prog_stats() -> anyhow::Result<(u64, u64)> {
     ))
 }
 
-/// Turns the kernel's BPF run-time statistics on for its lifetime (they cost two clock reads per
-/// program run, for every defence alike only in that Herz's program is the one measured).
+/// Turns the kernel's BPF run-time statistics on for its lifetime, to report the run time of Herz's
+/// XDP program. They cost two clock reads per BPF program run, and only Herz runs BPF programs on the
+/// victim, so Herz's figures carry that cost and the other defences' do not (said in the report).
 struct BpfStats(Option<String>);
 
 impl BpfStats {
@@ -771,7 +808,20 @@ fn flood_run(
     if defense == Defense::Nftables
         && let Err(e) = nft_apply(&nft_ruleset(&[SUB_PORT, PUB_PORT], &POLICY))
     {
-        error = Some(format!("{e:#}"));
+        // Not an nftables run without its ruleset: report the failure and measure nothing.
+        nft_remove();
+        return FloodRun {
+            service: RunResult::failed(System::HerzTcp, subs, &load, format!("nftables: {e:#}")),
+            flood: Sent::default(),
+            victim_rx: 0,
+            victim_ring_drops: 0,
+            rx_cpu_s: 0.0,
+            ns_per_frame: None,
+            defense_drops: None,
+            xdp_ns_per_run: None,
+            rx_wall_s: 0.0,
+            error: Some(format!("nftables: {e:#}")),
+        };
     }
     let flood_error: Mutex<Option<String>> = Mutex::default();
     let herz_bin = env.herz_bin.clone();
@@ -855,6 +905,7 @@ fn flood_run(
         victim_rx: c.rx,
         victim_ring_drops: c.ring_drops,
         rx_cpu_s: c.rx_cpu_ns as f64 / 1e9,
+        rx_wall_s: c.wall_ns as f64 / 1e9,
         ns_per_frame: (c.rx > 0).then(|| c.rx_cpu_ns as f64 / c.rx as f64),
         defense_drops: match (drops_before, drops_after) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -917,6 +968,7 @@ fn cost_run(
         r.flood = sent;
         r.victim_rx = c.rx;
         r.rx_cpu_s = c.rx_cpu_ns as f64 / 1e9;
+        r.rx_wall_s = c.wall_ns as f64 / 1e9;
         r.ns_per_frame = (c.rx > 0).then(|| c.rx_cpu_ns as f64 / c.rx as f64);
         r.defense_drops = match (drops_before, drops_after) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -1174,7 +1226,12 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
         return None;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[v.len() / 2])
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -1196,8 +1253,16 @@ struct PointSummary {
 }
 
 fn summarize(p: &FloodPoint) -> PointSummary {
-    let runs = &p.runs;
-    let per = |f: &dyn Fn(&FloodRun) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+    // Medians over valid runs without errors (a run whose flood or ruleset failed measured
+    // something else), as in the other scenarios.
+    let runs: Vec<&FloodRun> = p
+        .runs
+        .iter()
+        .filter(|r| r.service.valid && r.error.is_none())
+        .collect();
+    let runs = &runs;
+    let per =
+        |f: &dyn Fn(&FloodRun) -> Option<f64>| median(runs.iter().filter_map(|r| f(r)).collect());
     let lat = |f: &dyn Fn(&Latency) -> f64| {
         median(
             runs.iter()
@@ -1225,7 +1290,7 @@ fn summarize(p: &FloodPoint) -> PointSummary {
         ns_per_frame: per(&|r| r.ns_per_frame),
         drops_mpps: per(&|r| secs(r).and_then(|s| r.defense_drops.map(|d| d as f64 / s / 1e6))),
         xdp_ns: per(&|r| r.xdp_ns_per_run),
-        rx_core_pct: per(&|r| secs(r).map(|s| 100.0 * r.rx_cpu_s / s)),
+        rx_core_pct: per(&|r| (r.rx_wall_s > 0.0).then(|| 100.0 * r.rx_cpu_s / r.rx_wall_s)),
     }
 }
 
@@ -1273,22 +1338,36 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
                 t.passed.map_or("–".into(), |v| v.to_string()),
             );
         }
-        let med = median(
-            r.detection
+        // Per set of limits: the two rules are enforced at different places.
+        let mut sets: Vec<&str> = Vec::new();
+        for t in &r.detection {
+            if !sets.contains(&t.limits.as_str()) {
+                sets.push(&t.limits);
+            }
+        }
+        for set in sets {
+            let trials: Vec<&DetectionTrial> =
+                r.detection.iter().filter(|t| t.limits == set).collect();
+            let med = median(
+                trials
+                    .iter()
+                    .filter_map(|t| t.crossing_to_drop_us)
+                    .collect(),
+            );
+            let exact = trials
                 .iter()
-                .filter_map(|t| t.crossing_to_drop_us)
-                .collect(),
-        );
-        let exact = r
-            .detection
-            .iter()
-            .filter(|t| t.crossing_index.is_some() && t.crossing_index == t.first_drop_index)
-            .count();
+                .filter(|t| t.crossing_index.is_some() && t.crossing_index == t.first_drop_index)
+                .count();
+            let _ = writeln!(
+                out,
+                "- {set}: median crossing → first drop {} µs; the first SYN dropped was exactly the first one the policy refuses in {exact} of {} trials.",
+                fmt_opt(med, 1),
+                trials.len()
+            );
+        }
         let _ = writeln!(
             out,
-            "\nMedian crossing → first drop: {} µs. In {exact} of {} trials the first SYN dropped was exactly the first one the policy refuses. Clock conversion uncertainty: ≤ {} ns.\n",
-            fmt_opt(med, 1),
-            r.detection.len(),
+            "\nClock conversion uncertainty: ≤ {} ns.\n",
             r.detection
                 .iter()
                 .map(|t| t.clock_uncertainty_ns)
@@ -1379,12 +1458,20 @@ struct CostSummary {
 }
 
 fn cost_summary(p: &CostPoint) -> CostSummary {
-    let per = |f: &dyn Fn(&CostRun) -> Option<f64>| median(p.runs.iter().filter_map(f).collect());
+    let per = |f: &dyn Fn(&CostRun) -> Option<f64>| {
+        median(
+            p.runs
+                .iter()
+                .filter(|r| r.error.is_none())
+                .filter_map(f)
+                .collect(),
+        )
+    };
     let secs = |r: &CostRun| (r.flood.secs > 0.0).then_some(r.flood.secs);
     CostSummary {
         offered: per(&|r| secs(r).map(|s| r.flood.packets as f64 / s / 1e6)),
         taken: per(&|r| secs(r).map(|s| r.victim_rx as f64 / s / 1e6)),
-        busy: per(&|r| secs(r).map(|s| 100.0 * r.rx_cpu_s / s)),
+        busy: per(&|r| (r.rx_wall_s > 0.0).then(|| 100.0 * r.rx_cpu_s / r.rx_wall_s)),
         ns: per(&|r| r.ns_per_frame),
         xdp: per(&|r| r.xdp_ns_per_run),
     }
@@ -1469,5 +1556,7 @@ pub fn notes() -> Vec<String> {
         "Injection methods: 'XDP redirect' makes frames in the kernel (BPF_PROG_TEST_RUN live-frames mode running a small XDP program that writes a random source and redirects into the attacker's veth), so the victim receives XDP frames as from a NIC's RX ring. 'AF_PACKET' writes frames from user space (as trafgen and hping3 do); the victim then receives skbs, which native XDP must copy into an XDP buffer before its program runs, so XDP's advantage shrinks. Both are reported; the first is the one that resembles a real NIC.".into(),
         "nftables twin of the policy: in the raw prerouting hook, a per-source meter (limit rate over syn_rate/s burst syn_burst) and a global limit (global_syn_rate, global_syn_burst) drop SYNs to herz's ports, the rest are notrack; in the input hook, synproxy answers untracked SYNs with cookies (mss 1460 wscale 7 timestamp sack-perm) and invalid packets are dropped. No defence: the kernel alone (net.ipv4.tcp_syncookies = 1, the default).".into(),
         "Every flood is bounded (at most 200 M frames and the run's length plus 15 s) and stops with its run.".into(),
+        "Herz's XDP program time comes from the kernel's BPF run-time statistics (kernel.bpf_stats_enabled, restored afterwards). They add two clock reads to every BPF program run, and only Herz runs BPF programs on the victim, so Herz's receive-CPU figures carry that cost and the other defences' do not.".into(),
+        "The attacker's veth receives the victim's replies in a NAPI thread of its own on the generator's core, so that answering SYNs (no defence, synproxy, SYNs Herz lets through) is charged to the victim only for the victim's own work.".into(),
     ]
 }

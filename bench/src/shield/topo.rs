@@ -178,6 +178,19 @@ impl Topo {
                 &format!("echo 1 > /sys/class/net/{IF_VICTIM_A}/threaded"),
             ],
         )?;
+        // The victim's replies (SYN-ACKs) are received by the attacker's veth in a NAPI thread of its
+        // own on the generator's core; otherwise they would be queued to the backlog of the CPU that
+        // sends them, the victim's receive thread, and charged to it.
+        ns_exec(NS_VICTIM, &["ethtool", "-K", IF_VICTIM_A, "tso", "off"])?;
+        ns_exec(NS_ATTACKER, &["ethtool", "-K", IF_ATTACKER, "gro", "on"])?;
+        ns_exec(
+            NS_ATTACKER,
+            &[
+                "sh",
+                "-c",
+                &format!("echo 1 > /sys/class/net/{IF_ATTACKER}/threaded"),
+            ],
+        )?;
         let mut t = t;
         t.attacker_ifindex = ifindex_of(NS_ATTACKER, IF_ATTACKER)?;
         t.attacker_mac = mac_of(NS_ATTACKER, IF_ATTACKER)?;
@@ -199,34 +212,17 @@ impl Topo {
         Ok(t)
     }
 
-    /// The victim's receive thread for `hzva` (its pid), pinned to the receive CPU.
+    /// The victim's receive thread for `hzva` (its pid).
     pub fn napi_pid(&self) -> anyhow::Result<i32> {
-        let prefix = format!("napi/{IF_VICTIM_A}-");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            for e in std::fs::read_dir("/proc")?.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                    continue;
-                };
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                if comm.starts_with(&prefix) {
-                    return Ok(pid);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no threaded NAPI kernel thread for {IF_VICTIM_A} (is `threaded` supported?)"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        napi_pid_of(IF_VICTIM_A)
     }
 
-    /// Pins the receive thread (again: attaching XDP may restart NAPI).
+    /// Pins the receive threads (again: attaching XDP may restart NAPI): the victim's to the receive
+    /// CPU, the attacker's to the generator's.
     pub fn pin_napi(&self) -> anyhow::Result<()> {
-        let pid = self.napi_pid()?;
-        if let Some((rx, _)) = self.cpus {
-            pin(pid, rx)?;
+        if let Some((rx, gen_cpu)) = self.cpus {
+            pin(napi_pid_of(IF_VICTIM_A)?, rx)?;
+            pin(napi_pid_of(IF_ATTACKER)?, gen_cpu)?;
         }
         Ok(())
     }
@@ -264,6 +260,27 @@ impl Topo {
 impl Drop for Topo {
     fn drop(&mut self) {
         cleanup();
+    }
+}
+
+/// The threaded-NAPI kernel thread of `dev` (its pid).
+fn napi_pid_of(dev: &str) -> anyhow::Result<i32> {
+    let prefix = format!("napi/{dev}-");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for e in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.starts_with(&prefix) {
+                return Ok(pid);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no threaded NAPI kernel thread for {dev} (is `threaded` supported?)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
