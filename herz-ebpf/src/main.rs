@@ -258,11 +258,27 @@ fn trusted(key: &SourceKey) -> bool {
     TRUSTED.get_ptr(key).is_some()
 }
 
+/// A configured rate and burst within the bounds the bucket arithmetic is safe for.
+#[inline(always)]
+fn capped(rate: u64, burst: u64) -> (u64, u64) {
+    (if rate > MAX_RATE { MAX_RATE } else { rate }, if burst > MAX_BURST { MAX_BURST } else { burst })
+}
+
 #[inline(always)]
 fn take(bucket: &mut TokenBucket, now: u64, rate: u64, burst: u64) -> bool {
-    let rate = if rate > MAX_RATE { MAX_RATE } else { rate };
-    let burst = if burst > MAX_BURST { MAX_BURST } else { burst };
+    let (rate, burst) = capped(rate, burst);
     bucket.take(now, rate, burst)
+}
+
+/// Takes a token from the source's SYN bucket, or drops as a SYN-rate offender.
+#[inline(always)]
+fn take_syn(rs: *mut RateState, pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Result<(), DropReason> {
+    // SAFETY: map value; races between CPUs at most admit a token more.
+    if take(unsafe { &mut (*rs).syn }, now, p.syn_rate, p.syn_burst) {
+        Ok(())
+    } else {
+        Err(flood_drop(pkt, key, p, now, DropReason::SynRate))
+    }
 }
 
 /// TCP SYN rules. The order makes the cheap per-source checks first and keeps the global guard last,
@@ -285,17 +301,13 @@ fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Resu
     let rs = RATE.get_ptr_mut(key);
     if p.syn_rate != 0 {
         if let Some(rs) = rs {
-            // SAFETY: map value; races between CPUs at most admit a token more.
-            if !take(unsafe { &mut (*rs).syn }, now, p.syn_rate, p.syn_burst) {
-                return Err(flood_drop(pkt, key, p, now, DropReason::SynRate));
-            }
+            take_syn(rs, pkt, key, p, now)?;
         } else if established == 0 && p.global_syn_rate != 0 {
             // Never seen (no bucket) and no connection, while the global guard has no token to
             // give: nothing below could let it through, so skip the handshake-table lookups. This is
             // the path of almost every frame of a random-source flood.
             if let Some(g) = GUARD.get_ptr(0) {
-                let rate = if p.global_syn_rate > MAX_RATE { MAX_RATE } else { p.global_syn_rate };
-                let burst = if p.global_syn_burst > MAX_BURST { MAX_BURST } else { p.global_syn_burst };
+                let (rate, burst) = capped(p.global_syn_rate, p.global_syn_burst);
                 // SAFETY: map value, read only.
                 if !unsafe { (*g).has_token(now, rate, burst) } {
                     return Err(DropReason::GlobalSyn);
@@ -330,10 +342,7 @@ fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Resu
     }
     if p.syn_rate != 0 && rs.is_none() {
         if let Some(rs) = rate_state(key) {
-            // SAFETY: as above.
-            if !take(unsafe { &mut (*rs).syn }, now, p.syn_rate, p.syn_burst) {
-                return Err(flood_drop(pkt, key, p, now, DropReason::SynRate));
-            }
+            take_syn(rs, pkt, key, p, now)?;
         }
     }
     Ok(())
