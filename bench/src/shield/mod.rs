@@ -173,9 +173,6 @@ pub struct FloodPoint {
     /// Spoofed random sources (true) or one source.
     #[serde(default)]
     pub random_sources: bool,
-    /// Frames per second offered; `None`: as fast as the generator goes.
-    #[serde(default)]
-    pub rate_pps: Option<u64>,
     /// The defence.
     pub defense: Defense,
     /// Every run.
@@ -661,7 +658,6 @@ fn start_flood(
     topo: &Arc<Topo>,
     method: Method,
     random_sources: bool,
-    rate: Option<u64>,
     dport: u16,
     max_time: Duration,
 ) -> FloodHandle {
@@ -700,7 +696,7 @@ fn start_flood(
                     Bounds {
                         max_packets: 200_000_000,
                         max_time,
-                        rate,
+                        rate: None,
                     },
                     &s,
                 )
@@ -748,6 +744,17 @@ fn xdp_prog_stats() -> anyhow::Result<(u64, u64)> {
     ))
 }
 
+/// Drops between two readings of the defence's counters.
+fn drops_delta(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(after?.saturating_sub(before?))
+}
+
+/// Average run time between two `(run_time_ns, run_cnt)` readings of a BPF program.
+fn ns_per_run(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((t0, n0), (t1, n1)) = (before?, after?);
+    (n1 > n0).then(|| t1.saturating_sub(t0) as f64 / (n1 - n0) as f64)
+}
+
 /// Turns the kernel's BPF run-time statistics on for its lifetime, to report the run time of Herz's
 /// XDP program. They cost two clock reads per BPF program run, and only Herz runs BPF programs on the
 /// victim, so Herz's figures carry that cost and the other defences' do not (said in the report).
@@ -792,7 +799,6 @@ fn flood_run(
     topo: &Arc<Topo>,
     method: Option<Method>,
     random_sources: bool,
-    rate: Option<u64>,
     defense: Defense,
     subs: usize,
     load: Load,
@@ -837,7 +843,6 @@ fn flood_run(
                 topo,
                 m,
                 random_sources,
-                rate,
                 SUB_PORT,
                 Duration::from_secs(secs + 15),
             ));
@@ -907,16 +912,8 @@ fn flood_run(
         rx_cpu_s: c.rx_cpu_ns as f64 / 1e9,
         rx_wall_s: c.wall_ns as f64 / 1e9,
         ns_per_frame: (c.rx > 0).then(|| c.rx_cpu_ns as f64 / c.rx as f64),
-        defense_drops: match (drops_before, drops_after) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        },
-        xdp_ns_per_run: match (prog_before, prog_after.into_inner().expect("lock")) {
-            (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => {
-                Some((t1 - t0) as f64 / (n1 - n0) as f64)
-            }
-            _ => None,
-        },
+        defense_drops: drops_delta(drops_before, drops_after),
+        xdp_ns_per_run: ns_per_run(prog_before, prog_after.into_inner().expect("lock")),
         error,
     }
 }
@@ -954,7 +951,6 @@ fn cost_run(
             topo,
             method,
             random_sources,
-            None,
             SUB_PORT,
             Duration::from_secs(secs),
         );
@@ -970,16 +966,8 @@ fn cost_run(
         r.rx_cpu_s = c.rx_cpu_ns as f64 / 1e9;
         r.rx_wall_s = c.wall_ns as f64 / 1e9;
         r.ns_per_frame = (c.rx > 0).then(|| c.rx_cpu_ns as f64 / c.rx as f64);
-        r.defense_drops = match (drops_before, drops_after) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        r.xdp_ns_per_run = match (prog_before, prog_after) {
-            (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => {
-                Some((t1 - t0) as f64 / (n1 - n0) as f64)
-            }
-            _ => None,
-        };
+        r.defense_drops = drops_delta(drops_before, drops_after);
+        r.xdp_ns_per_run = ns_per_run(prog_before, prog_after);
         Ok(())
     })();
     if defense == Defense::Nftables {
@@ -1034,23 +1022,22 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
         rate: Some(report.stream_rate),
         warmup: report.stream_rate / 5,
     };
-    let mut cells = vec![(None, false, None, Defense::None)];
-    // Max-rate floods with both injection methods. (A paced flood is possible with `rate_pps`, but
-    // at moderate rates the victim's receive thread wakes for every few frames and its wake-ups, not
-    // the defences, decide its CPU: about 8 µs per frame at 50k SYN/s for every defence alike.)
+    let mut cells = vec![(None, false, Defense::None)];
+    // Max-rate floods with both injection methods. (Paced floods were tried: at moderate rates the
+    // victim's receive thread wakes for every few frames and its wake-ups, not the defences, decide
+    // its CPU, about 8 µs per frame at 50k SYN/s for every defence alike.)
     for m in [Method::XdpRedirect, Method::AfPacket] {
         for random in [true, false] {
             for d in [Defense::None, Defense::Nftables, Defense::Herz] {
-                cells.push((Some(m), random, None, d));
+                cells.push((Some(m), random, d));
             }
         }
     }
     let mut points: Vec<FloodPoint> = cells
         .iter()
-        .map(|&(method, random_sources, rate_pps, defense)| FloodPoint {
+        .map(|&(method, random_sources, defense)| FloodPoint {
             method,
             random_sources,
-            rate_pps,
             defense,
             runs: Vec::new(),
         })
@@ -1068,17 +1055,15 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
                 &topo,
                 p.method,
                 p.random_sources,
-                p.rate_pps,
                 p.defense,
                 report.subscribers,
                 load,
                 secs,
             );
             eprintln!(
-                "  shield flood {done}/{total}: {} / {} / {} / {}: {:.0} msgs/s delivered, p99 {} µs; flood {:.2} Mpps offered, {:.2} M frames in, {} ns/frame{}{}",
+                "  shield flood {done}/{total}: {} / {} / {}: {:.0} msgs/s delivered, p99 {} µs; flood {:.2} Mpps offered, {:.2} M frames in, {} ns/frame{}{}",
                 p.method.map_or("no flood", |m| m.label()),
                 sources_label(p),
-                rate_label(p),
                 p.defense.label(),
                 r.service.msgs_per_s,
                 r.service
@@ -1164,50 +1149,36 @@ fn run_inner(env: &Env, plan: &Plan, report: &mut ShieldReport) -> anyhow::Resul
     Ok(())
 }
 
-/// `method/sources/defence/max`, as for the flood cells.
+/// `method/sources/defence`, as for the flood cells.
 fn cost_label(p: &CostPoint) -> String {
-    cell_label(&FloodPoint {
-        method: Some(p.method),
-        random_sources: p.random_sources,
-        rate_pps: None,
-        defense: p.defense,
-        runs: Vec::new(),
-    })
+    label(Some(p.method), p.random_sources, p.defense)
 }
 
 // --- Report ---------------------------------------------------------------------------------------
 
-fn rate_label(p: &FloodPoint) -> String {
-    match (p.method, p.rate_pps) {
-        (None, _) => "–".into(),
-        (Some(_), None) => "max".into(),
-        (Some(_), Some(r)) => format!("{}k/s", r / 1000),
-    }
+/// `method/sources/defence`, what `--shield-filter` matches.
+fn cell_label(p: &FloodPoint) -> String {
+    label(p.method, p.random_sources, p.defense)
 }
 
-/// `method/sources/defence/rate`, what `--shield-filter` matches.
-fn cell_label(p: &FloodPoint) -> String {
+fn label(method: Option<Method>, random_sources: bool, defense: Defense) -> String {
     format!(
-        "{}/{}/{}/{}",
-        p.method.map_or("none", |m| match m {
+        "{}/{}/{}",
+        method.map_or("none", |m| match m {
             Method::AfPacket => "af_packet",
             Method::XdpRedirect => "xdp",
         }),
-        if p.method.is_none() {
+        if method.is_none() {
             "none"
-        } else if p.random_sources {
+        } else if random_sources {
             "random"
         } else {
             "one"
         },
-        match p.defense {
+        match defense {
             Defense::None => "none",
             Defense::Nftables => "nft",
             Defense::Herz => "herz",
-        },
-        match p.rate_pps {
-            None => "max".into(),
-            Some(r) => format!("{}k", r / 1000),
         }
     )
 }
@@ -1383,17 +1354,16 @@ pub fn markdown(out: &mut String, r: &ShieldReport) {
         );
         let _ = writeln!(
             out,
-            "| flood injection | sources | rate | defence | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | flood offered Mpps | taken in Mpps | dropped by defence Mpps | receive CPU ns/frame | receive CPU % of a core | of which Herz XDP ns | valid runs |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| flood injection | sources | defence | delivered msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | flood offered Mpps | taken in Mpps | dropped by defence Mpps | receive CPU ns/frame | receive CPU % of a core | of which Herz XDP ns | valid runs |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for fp in &r.flood {
             let s = summarize(fp);
             let l = s.latency;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
                 fp.method.map_or("no flood", |m| m.label()),
                 sources_label(fp),
-                rate_label(fp),
                 fp.defense.label(),
                 fmt_opt(s.delivered, 0),
                 fmt_opt(l.map(|l| l.p50_us), 0),
