@@ -273,6 +273,7 @@ fn set_xpub_nodrop(sock: &mut zmq::Socket) -> anyhow::Result<()> {
     if rc != 0 {
         bail!(
             "ZMQ_XPUB_NODROP: {}",
+            // SAFETY: zmq_errno only reads the calling thread's error number.
             zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })
         );
     }
@@ -521,6 +522,7 @@ pub fn sendmmsg_all(fd: i32, packets: &[&[u8]]) -> io::Result<()> {
         let chunk = &packets[sent..packets.len().min(sent + B)];
         // SAFETY: plain-data arrays, zero is a valid value.
         let mut iovs: [libc::iovec; B] = unsafe { mem::zeroed() };
+        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
         let mut msgs: [libc::mmsghdr; B] = unsafe { mem::zeroed() };
         for (i, p) in chunk.iter().enumerate() {
             iovs[i] = libc::iovec {

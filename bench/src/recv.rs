@@ -205,6 +205,7 @@ fn mold(
         }
         // SAFETY: plain-data arrays, zero is a valid value.
         let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
         for i in 0..BATCH {
             iovs[i] = libc::iovec {

@@ -593,18 +593,26 @@ pub const COUNTERS: u32 = Counter::ALL.len() as u32;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all are `#[repr(C)]`, plain integers and byte arrays, with explicit padding; every bit pattern is valid.
-    unsafe impl aya::Pod for super::PortKey {}
-    unsafe impl aya::Pod for super::SourceKey {}
-    unsafe impl aya::Pod for super::SourceStats {}
-    unsafe impl aya::Pod for super::BlockEntry {}
-    unsafe impl aya::Pod for super::ShieldParams {}
-    unsafe impl aya::Pod for super::TokenBucket {}
-    unsafe impl aya::Pod for super::RateState {}
-    unsafe impl aya::Pod for super::PeerState {}
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::FlowState {}
-    unsafe impl aya::Pod for super::ShieldEvent {}
+    macro_rules! pod {
+        ($($t:ident),+) => {$(
+            // SAFETY: `#[repr(C)]`, only plain integers and byte arrays, with explicit padding fields:
+            // every bit pattern is a valid value and there are no uninitialised bytes.
+            unsafe impl aya::Pod for super::$t {}
+        )+};
+    }
+    pod!(
+        PortKey,
+        SourceKey,
+        SourceStats,
+        BlockEntry,
+        ShieldParams,
+        TokenBucket,
+        RateState,
+        PeerState,
+        FlowKey,
+        FlowState,
+        ShieldEvent
+    );
 }
 
 #[cfg(test)]

@@ -24,8 +24,7 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map, xdp},
     maps::{
-        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
-        lpm_trie::Key,
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key,
     },
     programs::{TcContext, XdpContext},
 };
@@ -65,7 +64,8 @@ const _: () = assert!(core::mem::size_of::<Flow>() == core::mem::size_of::<herz_
 static GLOBAL: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS, 0);
 
 #[map(name = "HERZ_SOURCES")]
-static SOURCES: LruPerCpuHashMap<SourceKey, SourceStats> = LruPerCpuHashMap::with_max_entries(MAX_SOURCES, 0);
+static SOURCES: LruPerCpuHashMap<SourceKey, SourceStats> =
+    LruPerCpuHashMap::with_max_entries(MAX_SOURCES, 0);
 
 #[map(name = "HERZ_PORTS")]
 static PORTS: HashMap<PortKey, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
@@ -103,6 +103,52 @@ static GUARD: Array<TokenBucket> = Array::with_max_entries(1, 0);
 #[map(name = "HERZ_EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// The places that write a diagnostic log line: each may log once a second (see [`may_log`]).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+enum LogSite {
+    /// An established connection could not be recorded: `HERZ_ESTABLISHED` is full.
+    ConnTableFull = 0,
+    /// An auto-block could not be stored: `HERZ_BLOCK` is full.
+    BlockTableFull = 1,
+    /// The configuration slot is missing (cannot happen with a one-slot array).
+    NoConfig = 2,
+}
+
+const LOG_SITES: u32 = 3;
+
+/// When each [`LogSite`] last logged (ns, monotonic), so that a condition that persists under load
+/// writes one line a second, not one per packet.
+#[map(name = "HERZ_LOG_BUDGET")]
+static LOG_BUDGET: Array<u64> = Array::with_max_entries(LOG_SITES, 0);
+
+/// True at most once a second per site (per CPU race: at worst one extra line).
+#[inline(always)]
+fn may_log(site: LogSite, now: u64) -> bool {
+    let Some(last) = LOG_BUDGET.get_ptr_mut(site as u32) else {
+        return false;
+    };
+    // SAFETY: map value shared by all CPUs; a racing store only lets one more line through.
+    unsafe {
+        if *last != 0 && now.wrapping_sub(*last) < NS_PER_SEC {
+            return false;
+        }
+        *last = now;
+    }
+    true
+}
+
+/// A diagnostic log line through aya-log (user space: target `herz_ebpf`), compiled out without the
+/// `diagnostics` feature. Only for rare events behind [`may_log`], never on a packet's normal path.
+macro_rules! diag {
+    ($level:ident, $ctx:expr, $($arg:tt)+) => {{
+        #[cfg(feature = "diagnostics")]
+        aya_log_ebpf::$level!($ctx, $($arg)+);
+        #[cfg(not(feature = "diagnostics"))]
+        let _ = ($ctx, $($arg)+);
+    }};
+}
+
 #[inline(always)]
 fn count(c: Counter, n: u64) {
     if let Some(slot) = GLOBAL.get_ptr_mut(c as u32) {
@@ -121,13 +167,15 @@ fn now_ns() -> u64 {
 #[inline(always)]
 fn port_role(proto: u8, port: u16) -> Option<u32> {
     // SAFETY: read-only lookup of a plain value.
-    unsafe { PORTS.get(&PortKey::new(proto, port)) }.copied()
+    unsafe { PORTS.get(PortKey::new(proto, port)) }.copied()
 }
 
 #[inline(always)]
 fn source_key(addr: &[u64; 2]) -> SourceKey {
-    // SAFETY: [u64; 2] and [u8; 16] have the same size; every bit pattern is valid.
-    SourceKey { addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(*addr) } }
+    SourceKey {
+        // SAFETY: [u64; 2] and [u8; 16] have the same size; every bit pattern is valid.
+        addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(*addr) },
+    }
 }
 
 /// A full-length (/128) trie key for `addr`, which matches every stored prefix covering it.
@@ -140,7 +188,10 @@ fn lpm_key(addr: &[u64; 2]) -> Lpm {
     } else {
         ((a >> 32) as u32, a as u32, (b >> 32) as u32, b as u32)
     };
-    Lpm { prefix_len: 128, addr: [a_lo, a_hi, b_lo, b_hi] }
+    Lpm {
+        prefix_len: 128,
+        addr: [a_lo, a_hi, b_lo, b_hi],
+    }
 }
 
 #[inline(always)]
@@ -155,7 +206,9 @@ fn as_key(k: &Lpm) -> &Key<[u32; 4]> {
 unsafe fn atomic_add(p: *mut u64, v: u64) {
     // SAFETY: `p` points into a map value, valid and 8-aligned for the program's run.
     unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, v)
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, v,
+        )
     };
 }
 
@@ -164,6 +217,7 @@ unsafe fn atomic_add(p: *mut u64, v: u64) {
 unsafe fn atomic_dec(p: *mut u64) {
     // SAFETY: as for `atomic_add`.
     if unsafe { core::ptr::read_volatile(p) } > 0 {
+        // SAFETY: as for `atomic_add`.
         unsafe { atomic_add(p, u64::MAX) };
     }
 }
@@ -174,7 +228,7 @@ fn source_stats(key: &SourceKey) -> Option<*mut SourceStats> {
     if let Some(s) = SOURCES.get_ptr_mut(key) {
         return Some(s);
     }
-    let _ = SOURCES.insert(key, &SourceStats::default(), 0);
+    let _ = SOURCES.insert(key, SourceStats::default(), 0);
     SOURCES.get_ptr_mut(key)
 }
 
@@ -183,7 +237,7 @@ fn rate_state(key: &SourceKey) -> Option<*mut RateState> {
     if let Some(s) = RATE.get_ptr_mut(key) {
         return Some(s);
     }
-    let _ = RATE.insert(key, &RateState::default(), BPF_NOEXIST as u64);
+    let _ = RATE.insert(key, RateState::default(), BPF_NOEXIST as u64);
     RATE.get_ptr_mut(key)
 }
 
@@ -192,7 +246,7 @@ fn peer_state(key: &SourceKey) -> Option<*mut PeerState> {
     if let Some(s) = PEERS.get_ptr_mut(key) {
         return Some(s);
     }
-    let _ = PEERS.insert(key, &PeerState::default(), BPF_NOEXIST as u64);
+    let _ = PEERS.insert(key, PeerState::default(), BPF_NOEXIST as u64);
     PEERS.get_ptr_mut(key)
 }
 
@@ -220,13 +274,24 @@ fn emit(kind: EventKind, reason: DropReason, addr: &[u64; 2], now: u64, value: u
 /// event, the `autoblock_after`-th blocks the source for `autoblock_ttl_ns`. Returns `reason` for the
 /// caller to drop with.
 #[inline(always)]
-fn flood_drop(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64, reason: DropReason) -> DropReason {
+fn flood_drop(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &SourceKey,
+    p: &ShieldParams,
+    now: u64,
+    reason: DropReason,
+) -> DropReason {
     let Some(rs) = rate_state(key) else {
         return reason;
     };
     // SAFETY: map value; concurrent updates from other CPUs only make the window approximate.
     let rs = unsafe { &mut *rs };
-    let window = if p.autoblock_window_ns == 0 { NS_PER_SEC } else { p.autoblock_window_ns };
+    let window = if p.autoblock_window_ns == 0 {
+        NS_PER_SEC
+    } else {
+        p.autoblock_window_ns
+    };
     if now.saturating_sub(rs.window_start_ns) > window {
         rs.window_start_ns = now;
         rs.window_drops = 0;
@@ -235,7 +300,13 @@ fn flood_drop(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64, reason:
     rs.window_drops += 1;
     if rs.window_flags & RateState::WINDOW_EVENT_SENT == 0 {
         rs.window_flags |= RateState::WINDOW_EVENT_SENT;
-        emit(EventKind::Threshold, reason, &pkt.src, now, rs.window_drops as u64);
+        emit(
+            EventKind::Threshold,
+            reason,
+            &pkt.src,
+            now,
+            rs.window_drops as u64,
+        );
     }
     if p.autoblock_after != 0
         && rs.window_drops as u64 >= p.autoblock_after
@@ -243,11 +314,25 @@ fn flood_drop(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64, reason:
     {
         rs.window_flags |= RateState::WINDOW_BLOCKED;
         let expires = now + p.autoblock_ttl_ns;
-        let entry = BlockEntry { expires_ns: expires, created_ns: now, origin: Origin::AUTO, reason: reason as u32 };
+        let entry = BlockEntry {
+            expires_ns: expires,
+            created_ns: now,
+            origin: Origin::AUTO,
+            reason: reason as u32,
+        };
         let k = lpm_key(&pkt.src);
-        if BLOCK.insert(as_key(&k), &entry, 0).is_ok() {
+        if BLOCK.insert(as_key(&k), entry, 0).is_ok() {
             count(Counter::AutoBlocks, 1);
             emit(EventKind::AutoBlocked, reason, &pkt.src, now, expires);
+        } else if may_log(LogSite::BlockTableFull, now) {
+            let addr = source_key(&pkt.src).addr;
+            diag!(
+                warn,
+                ctx,
+                "blocklist full ({} entries): auto-block of {:i} not stored",
+                MAX_CIDRS,
+                addr
+            );
         }
     }
     reason
@@ -261,7 +346,10 @@ fn trusted(key: &SourceKey) -> bool {
 /// A configured rate and burst within the bounds the bucket arithmetic is safe for.
 #[inline(always)]
 fn capped(rate: u64, burst: u64) -> (u64, u64) {
-    (if rate > MAX_RATE { MAX_RATE } else { rate }, if burst > MAX_BURST { MAX_BURST } else { burst })
+    (
+        if rate > MAX_RATE { MAX_RATE } else { rate },
+        if burst > MAX_BURST { MAX_BURST } else { burst },
+    )
 }
 
 #[inline(always)]
@@ -272,26 +360,44 @@ fn take(bucket: &mut TokenBucket, now: u64, rate: u64, burst: u64) -> bool {
 
 /// Takes a token from the source's SYN bucket, or drops as a SYN-rate offender.
 #[inline(always)]
-fn take_syn(rs: *mut RateState, pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Result<(), DropReason> {
+fn take_syn(
+    ctx: &XdpContext,
+    rs: *mut RateState,
+    pkt: &Packet,
+    key: &SourceKey,
+    p: &ShieldParams,
+    now: u64,
+) -> Result<(), DropReason> {
     // SAFETY: map value; races between CPUs at most admit a token more.
     if take(unsafe { &mut (*rs).syn }, now, p.syn_rate, p.syn_burst) {
         Ok(())
     } else {
-        Err(flood_drop(pkt, key, p, now, DropReason::SynRate))
+        Err(flood_drop(ctx, pkt, key, p, now, DropReason::SynRate))
     }
 }
 
 /// TCP SYN rules. The order makes the cheap per-source checks first and keeps the global guard last,
 /// so that SYNs a source's own limits already refuse do not use up the global budget.
 #[inline(always)]
-fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Result<(), DropReason> {
+fn police_syn(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &SourceKey,
+    p: &ShieldParams,
+    now: u64,
+) -> Result<(), DropReason> {
     if trusted(key) {
         count(Counter::TrustedPass, 1);
         return Ok(());
     }
     let (half_open, established) = match PEERS.get_ptr(key) {
         // SAFETY: map value, read only.
-        Some(ps) => unsafe { ((*ps).half_open_at(now, p.half_open_timeout_ns), (*ps).established) },
+        Some(ps) => unsafe {
+            (
+                (*ps).half_open_at(now, p.half_open_timeout_ns),
+                (*ps).established,
+            )
+        },
         None => (0, 0),
     };
     // Lookup only: a source without state gets its bucket once it has passed every rule below. Its
@@ -301,7 +407,7 @@ fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Resu
     let rs = RATE.get_ptr_mut(key);
     if p.syn_rate != 0 {
         if let Some(rs) = rs {
-            take_syn(rs, pkt, key, p, now)?;
+            take_syn(ctx, rs, pkt, key, p, now)?;
         } else if established == 0 && p.global_syn_rate != 0 {
             // Never seen (no bucket) and no connection, while the global guard has no token to
             // give: nothing below could let it through, so skip the handshake-table lookups. This is
@@ -322,34 +428,47 @@ fn police_syn(pkt: &Packet, key: &SourceKey, p: &ShieldParams, now: u64) -> Resu
         let known = HALF_OPEN.get_ptr(&flow).is_some() || ESTABLISHED.get_ptr(&flow).is_some();
         if !known {
             if p.max_half_open != 0 && half_open >= p.max_half_open {
-                return Err(flood_drop(pkt, key, p, now, DropReason::HalfOpen));
+                return Err(flood_drop(ctx, pkt, key, p, now, DropReason::HalfOpen));
             }
             if p.max_established != 0 && established >= p.max_established {
-                return Err(flood_drop(pkt, key, p, now, DropReason::ConnLimit));
+                return Err(flood_drop(ctx, pkt, key, p, now, DropReason::ConnLimit));
             }
         }
     }
-    if p.global_syn_rate != 0 {
-        if let Some(g) = GUARD.get_ptr_mut(0) {
-            // SAFETY: map value shared by all CPUs; races at most admit a SYN more.
-            let ok = take(unsafe { &mut *g }, now, p.global_syn_rate, p.global_syn_burst);
-            // Above the guard, only sources with a live connection get through: a random-source flood
-            // has none. Not an auto-block offence: the source may be an innocent newcomer.
-            if !ok && established == 0 {
-                return Err(DropReason::GlobalSyn);
-            }
+    if p.global_syn_rate != 0
+        && let Some(g) = GUARD.get_ptr_mut(0)
+    {
+        // SAFETY: map value shared by all CPUs; races at most admit a SYN more.
+        let ok = take(
+            unsafe { &mut *g },
+            now,
+            p.global_syn_rate,
+            p.global_syn_burst,
+        );
+        // Above the guard, only sources with a live connection get through: a random-source flood
+        // has none. Not an auto-block offence: the source may be an innocent newcomer.
+        if !ok && established == 0 {
+            return Err(DropReason::GlobalSyn);
         }
     }
-    if p.syn_rate != 0 && rs.is_none() {
-        if let Some(rs) = rate_state(key) {
-            take_syn(rs, pkt, key, p, now)?;
-        }
+    if p.syn_rate != 0
+        && rs.is_none()
+        && let Some(rs) = rate_state(key)
+    {
+        take_syn(ctx, rs, pkt, key, p, now)?;
     }
     Ok(())
 }
 
 #[inline(always)]
-fn police_udp(pkt: &Packet, key: &SourceKey, role: u32, p: &ShieldParams, now: u64) -> Result<(), DropReason> {
+fn police_udp(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &SourceKey,
+    role: u32,
+    p: &ShieldParams,
+    now: u64,
+) -> Result<(), DropReason> {
     if role & PortRole::FEED != 0 && p.flags & ShieldParams::FLAG_FEED_SOURCES != 0 {
         let k = lpm_key(&pkt.src);
         if FEED_SOURCES.get(as_key(&k)).is_none() {
@@ -364,7 +483,7 @@ fn police_udp(pkt: &Packet, key: &SourceKey, role: u32, p: &ShieldParams, now: u
         if let Some(rs) = rate_state(key) {
             // SAFETY: map value; races between CPUs at most admit a datagram more.
             if !take(unsafe { &mut (*rs).udp }, now, p.udp_rate, p.udp_burst) {
-                return Err(flood_drop(pkt, key, p, now, DropReason::UdpRate));
+                return Err(flood_drop(ctx, pkt, key, p, now, DropReason::UdpRate));
             }
         }
     }
@@ -373,7 +492,13 @@ fn police_udp(pkt: &Packet, key: &SourceKey, role: u32, p: &ShieldParams, now: u
 
 /// The verdict on a packet to one of Herz's ports.
 #[inline(always)]
-fn police(pkt: &Packet, key: &SourceKey, role: u32, now: u64) -> Result<(), DropReason> {
+fn police(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &SourceKey,
+    role: u32,
+    now: u64,
+) -> Result<(), DropReason> {
     let k = lpm_key(&pkt.src);
     if ALLOW.get(as_key(&k)).is_some() {
         count(Counter::Allowlisted, 1);
@@ -381,22 +506,30 @@ fn police(pkt: &Packet, key: &SourceKey, role: u32, now: u64) -> Result<(), Drop
     }
     if let Some(b) = BLOCK.get(as_key(&k)) {
         if b.active(now) {
-            return Err(if b.origin == Origin::AUTO { DropReason::AutoBlocked } else { DropReason::Blocked });
+            return Err(if b.origin == Origin::AUTO {
+                DropReason::AutoBlocked
+            } else {
+                DropReason::Blocked
+            });
         }
         // Expired: ignored here; the daemon deletes it (the trie cannot tell us which prefix matched).
         count(Counter::BlockExpired, 1);
     }
     let Some(p) = params() else {
+        // A one-slot array always has slot 0; the verifier only makes us handle its absence.
+        if may_log(LogSite::NoConfig, now) {
+            diag!(error, ctx, "HERZ_CONFIG has no slot 0: policing is off");
+        }
         return Ok(());
     };
     if pkt.proto == IPPROTO_TCP {
         // Only connection attempts are policed; data and ACKs of accepted connections always pass.
         if pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-            return police_syn(pkt, key, p, now);
+            return police_syn(ctx, pkt, key, p, now);
         }
         Ok(())
     } else {
-        police_udp(pkt, key, role, p, now)
+        police_udp(ctx, pkt, key, role, p, now)
     }
 }
 
@@ -438,12 +571,12 @@ pub fn herz_xdp(ctx: XdpContext) -> u32 {
         count(Counter::HerzUdp, 1);
     }
     let key = source_key(&pkt.src);
-    let verdict = police(&pkt, &key, role, now);
+    let verdict = police(&ctx, &pkt, &key, role, now);
     // A source the global guard refuses before it was ever tracked gets no entry of its own (it is
     // counted globally): a random-source flood would otherwise insert one per frame, at microseconds
     // each, and evict the counters of real sources.
     let stats = match verdict {
-        Err(DropReason::GlobalSyn) => SOURCES.get_ptr_mut(&key),
+        Err(DropReason::GlobalSyn) => SOURCES.get_ptr_mut(key),
         _ => source_stats(&key),
     };
     if let Some(s) = stats {
@@ -476,13 +609,25 @@ pub fn herz_xdp(ctx: XdpContext) -> u32 {
 /// The flow of a packet to Herz (client = source).
 #[inline(always)]
 fn flow_in(pkt: &Packet) -> Flow {
-    Flow { client: pkt.src, server: pkt.dst, client_port: pkt.sport, server_port: pkt.dport, _pad: 0 }
+    Flow {
+        client: pkt.src,
+        server: pkt.dst,
+        client_port: pkt.sport,
+        server_port: pkt.dport,
+        _pad: 0,
+    }
 }
 
 /// The flow of a packet from Herz (client = destination).
 #[inline(always)]
 fn flow_out(pkt: &Packet) -> Flow {
-    Flow { client: pkt.dst, server: pkt.src, client_port: pkt.dport, server_port: pkt.sport, _pad: 0 }
+    Flow {
+        client: pkt.dst,
+        server: pkt.src,
+        client_port: pkt.dport,
+        server_port: pkt.sport,
+        _pad: 0,
+    }
 }
 
 #[inline(always)]
@@ -510,8 +655,12 @@ fn open_flow(flow: &Flow, now: u64) {
             (*ps).half_open = 0;
             (*ps).epoch = (*ps).epoch.wrapping_add(1);
         }
-        let st = FlowState { since_ns: now, epoch: (*ps).epoch, flags: 0 };
-        if HALF_OPEN.insert(flow, &st, BPF_NOEXIST as u64).is_ok() {
+        let st = FlowState {
+            since_ns: now,
+            epoch: (*ps).epoch,
+            flags: 0,
+        };
+        if HALF_OPEN.insert(flow, st, BPF_NOEXIST as u64).is_ok() {
             atomic_add(&raw mut (*ps).half_open, 1);
             (*ps).last_syn_ns = now;
         }
@@ -520,7 +669,7 @@ fn open_flow(flow: &Flow, now: u64) {
 
 /// Final ACK in: the handshake became a connection.
 #[inline(always)]
-fn establish_flow(flow: &Flow, now: u64) {
+fn establish_flow(ctx: &TcContext, flow: &Flow, now: u64) {
     let Some(h) = HALF_OPEN.get_ptr(flow) else {
         return;
     };
@@ -539,12 +688,28 @@ fn establish_flow(flow: &Flow, now: u64) {
         if (*ps).epoch == epoch {
             atomic_dec(&raw mut (*ps).half_open);
         }
-        let st = FlowState { since_ns: now, epoch, flags };
-        if ESTABLISHED.insert(flow, &st, BPF_NOEXIST as u64).is_ok() {
+        let st = FlowState {
+            since_ns: now,
+            epoch,
+            flags,
+        };
+        if ESTABLISHED.insert(flow, st, BPF_NOEXIST as u64).is_ok() {
             atomic_add(&raw mut (*ps).established, 1);
             count(Counter::ConnEstablished, 1);
         } else {
             count(Counter::ConnTableFull, 1);
+            if may_log(LogSite::ConnTableFull, now) {
+                let addr = key.addr;
+                let port = flow.client_port;
+                diag!(
+                    warn,
+                    ctx,
+                    "established-connection table full ({} entries): connection from [{:i}]:{} not counted",
+                    MAX_ESTABLISHED,
+                    addr,
+                    port
+                );
+            }
         }
     }
 }
@@ -555,7 +720,7 @@ fn close_flow(flow: &Flow) {
     let key = source_key(&flow.client);
     if ESTABLISHED.remove(flow).is_ok() {
         count(Counter::ConnClosed, 1);
-        if let Some(ps) = PEERS.get_ptr_mut(&key) {
+        if let Some(ps) = PEERS.get_ptr_mut(key) {
             // SAFETY: map value, updated atomically.
             unsafe { atomic_dec(&raw mut (*ps).established) };
         }
@@ -569,7 +734,7 @@ fn close_flow(flow: &Flow) {
     if HALF_OPEN.remove(flow).is_err() {
         return;
     }
-    if let Some(ps) = PEERS.get_ptr_mut(&key) {
+    if let Some(ps) = PEERS.get_ptr_mut(key) {
         // SAFETY: map value, updated atomically.
         unsafe {
             if (*ps).epoch == epoch {
@@ -581,22 +746,23 @@ fn close_flow(flow: &Flow) {
 
 #[classifier]
 pub fn herz_tc_ingress(ctx: TcContext) -> i32 {
-    if let Outcome::Parsed(pkt) = parse::parse(ctx.data(), ctx.data_end()) {
-        if pkt.proto == IPPROTO_TCP && port_role(IPPROTO_TCP, pkt.dport).is_some() {
-            let f = pkt.tcp_flags;
-            if f & TCP_RST != 0 {
-                count(Counter::RstIn, 1);
-                close_flow(&flow_in(&pkt));
-            } else if f & TCP_FIN != 0 {
-                count(Counter::FinIn, 1);
-                close_flow(&flow_in(&pkt));
-            } else if f & (TCP_SYN | TCP_ACK) == TCP_SYN {
-                count(Counter::HandshakeSynIn, 1);
-                open_flow(&flow_in(&pkt), now_ns());
-            } else if f & (TCP_SYN | TCP_ACK) == TCP_ACK {
-                count(Counter::HandshakeAckIn, 1);
-                establish_flow(&flow_in(&pkt), now_ns());
-            }
+    if let Outcome::Parsed(pkt) = parse::parse(ctx.data(), ctx.data_end())
+        && pkt.proto == IPPROTO_TCP
+        && port_role(IPPROTO_TCP, pkt.dport).is_some()
+    {
+        let f = pkt.tcp_flags;
+        if f & TCP_RST != 0 {
+            count(Counter::RstIn, 1);
+            close_flow(&flow_in(&pkt));
+        } else if f & TCP_FIN != 0 {
+            count(Counter::FinIn, 1);
+            close_flow(&flow_in(&pkt));
+        } else if f & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            count(Counter::HandshakeSynIn, 1);
+            open_flow(&flow_in(&pkt), now_ns());
+        } else if f & (TCP_SYN | TCP_ACK) == TCP_ACK {
+            count(Counter::HandshakeAckIn, 1);
+            establish_flow(&ctx, &flow_in(&pkt), now_ns());
         }
     }
     TC_ACT_OK
@@ -604,18 +770,19 @@ pub fn herz_tc_ingress(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn herz_tc_egress(ctx: TcContext) -> i32 {
-    if let Outcome::Parsed(pkt) = parse::parse(ctx.data(), ctx.data_end()) {
-        if pkt.proto == IPPROTO_TCP && port_role(IPPROTO_TCP, pkt.sport).is_some() {
-            let f = pkt.tcp_flags;
-            if f & (TCP_RST | TCP_FIN) != 0 {
-                // Herz (or its kernel: nothing listening, connection aborted) ends the connection.
-                close_flow(&flow_out(&pkt));
-            } else if f & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK) {
-                count(Counter::HandshakeSynAckOut, 1);
-                if let Some(h) = HALF_OPEN.get_ptr_mut(&flow_out(&pkt)) {
-                    // SAFETY: map value; a flag only this event sets.
-                    unsafe { (*h).flags |= FlowState::FLOW_SYNACK };
-                }
+    if let Outcome::Parsed(pkt) = parse::parse(ctx.data(), ctx.data_end())
+        && pkt.proto == IPPROTO_TCP
+        && port_role(IPPROTO_TCP, pkt.sport).is_some()
+    {
+        let f = pkt.tcp_flags;
+        if f & (TCP_RST | TCP_FIN) != 0 {
+            // Herz (or its kernel: nothing listening, connection aborted) ends the connection.
+            close_flow(&flow_out(&pkt));
+        } else if f & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK) {
+            count(Counter::HandshakeSynAckOut, 1);
+            if let Some(h) = HALF_OPEN.get_ptr_mut(flow_out(&pkt)) {
+                // SAFETY: map value; a flag only this event sets.
+                unsafe { (*h).flags |= FlowState::FLOW_SYNACK };
             }
         }
     }
@@ -628,6 +795,10 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// The license the kernel checks before it lets a program call GPL-only helpers and kfuncs (aya-log's
+/// and the shield's helpers among them): it must be a GPL-compatible string. Herz is licensed
+/// `GPL-2.0-only OR Apache-2.0` (README, "License"); the kernel knows no Apache/GPL pair, and "GPL" states the
+/// GPL-2.0 option it needs.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -54,18 +54,24 @@ pub enum Outcome {
 /// them in ways the verifier cannot follow.
 #[inline(always)]
 fn window<const N: usize>(start: usize, end: usize, off: usize) -> Option<usize> {
-    if start + off + N > end { None } else { Some(start + off) }
+    if start + off + N > end {
+        None
+    } else {
+        Some(start + off)
+    }
 }
 
 // Field reads inside a checked window. SAFETY (all four): callers pass `base` from `window` with `i` plus
 // the field size within the window's length.
 #[inline(always)]
 unsafe fn u8_at(base: usize, i: usize) -> u8 {
+    // SAFETY: the caller guarantees `base + i` is inside a checked window.
     unsafe { *((base + i) as *const u8) }
 }
 
 #[inline(always)]
 unsafe fn be16_at(base: usize, i: usize) -> u16 {
+    // SAFETY: the caller guarantees `base + i .. + 2` is inside a checked window.
     unsafe { u16::from_be_bytes(*((base + i) as *const [u8; 2])) }
 }
 
@@ -74,15 +80,30 @@ unsafe fn be16_at(base: usize, i: usize) -> u16 {
 #[inline(always)]
 unsafe fn addr6_at(base: usize, i: usize) -> [u64; 2] {
     let p = (base + i) as *const u64;
-    unsafe { [core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1))] }
+    // SAFETY: the caller guarantees `base + i .. + 16` is inside a checked window.
+    unsafe {
+        [
+            core::ptr::read_volatile(p),
+            core::ptr::read_volatile(p.add(1)),
+        ]
+    }
 }
 
 /// 4 IPv4 address bytes in IPv4-mapped form (`::ffff:a.b.c.d`), as two native-endian words.
 #[inline(always)]
 unsafe fn addr4_at(base: usize, i: usize) -> [u64; 2] {
+    // SAFETY: the caller guarantees `base + i .. + 4` is inside a checked window.
     let raw = unsafe { core::ptr::read_volatile((base + i) as *const u32) } as u64;
     let mapped = u64::from_ne_bytes([0, 0, 0xff, 0xff, 0, 0, 0, 0]);
-    [0, mapped | if cfg!(target_endian = "little") { raw << 32 } else { raw }]
+    [
+        0,
+        mapped
+            | if cfg!(target_endian = "little") {
+                raw << 32
+            } else {
+                raw
+            },
+    ]
 }
 
 /// Parses Ethernet (with up to two VLAN tags), IPv4 (with options) or IPv6 (with extension headers), and
@@ -92,6 +113,7 @@ pub fn parse(start: usize, end: usize) -> Outcome {
     let Some(eth) = window::<ETH_HLEN>(start, end, 0) else {
         return Outcome::Malformed;
     };
+    // SAFETY: bytes 12..14 of the 14-byte Ethernet window.
     let mut ethertype = unsafe { be16_at(eth, 12) };
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
@@ -101,6 +123,7 @@ pub fn parse(start: usize, end: usize) -> Outcome {
         let Some(tag) = window::<4>(start, end, off) else {
             return Outcome::Malformed;
         };
+        // SAFETY: bytes 2..4 of the 4-byte VLAN tag window.
         ethertype = unsafe { be16_at(tag, 2) };
         off += 4;
     }
@@ -110,25 +133,38 @@ pub fn parse(start: usize, end: usize) -> Outcome {
             let Some(ip) = window::<20>(start, end, off) else {
                 return Outcome::Malformed;
             };
+            // SAFETY: byte 0 of the 20-byte IPv4 window.
             let vihl = unsafe { u8_at(ip, 0) };
             let ihl = ((vihl & 0x0f) as usize) * 4;
             if vihl >> 4 != 4 || ihl < 20 {
                 return Outcome::Malformed;
             }
+            // SAFETY: bytes 6..8 of the 20-byte IPv4 window.
             if unsafe { be16_at(ip, 6) } & 0x1fff != 0 {
                 return Outcome::Fragment;
             }
+            // SAFETY: byte 9 of the 20-byte IPv4 window.
             let proto = unsafe { u8_at(ip, 9) };
-            (unsafe { addr4_at(ip, 12) }, unsafe { addr4_at(ip, 16) }, proto, off + ihl)
+            (
+                // SAFETY: bytes 12..16 of the 20-byte IPv4 window.
+                unsafe { addr4_at(ip, 12) },
+                // SAFETY: bytes 16..20 of the 20-byte IPv4 window.
+                unsafe { addr4_at(ip, 16) },
+                proto,
+                off + ihl,
+            )
         }
         ETH_P_IPV6 => {
             let Some(ip) = window::<40>(start, end, off) else {
                 return Outcome::Malformed;
             };
+            // SAFETY: byte 0 of the 40-byte IPv6 window.
             if unsafe { u8_at(ip, 0) } >> 4 != 6 {
                 return Outcome::Malformed;
             }
+            // SAFETY: byte 6 of the 40-byte IPv6 window.
             let mut next = unsafe { u8_at(ip, 6) };
+            // SAFETY: bytes 8..40 of the 40-byte IPv6 window (both addresses).
             let (s, d) = (unsafe { addr6_at(ip, 8) }, unsafe { addr6_at(ip, 24) });
             let mut l4 = off + 40;
             let mut done = false;
@@ -141,10 +177,12 @@ pub fn parse(start: usize, end: usize) -> Outcome {
                 let Some(ext) = window::<8>(start, end, l4) else {
                     return Outcome::Malformed;
                 };
+                // SAFETY: bytes 0..2 of the 8-byte extension header window.
                 let (nh, len) = unsafe { (u8_at(ext, 0), u8_at(ext, 1) as usize) };
                 l4 += match next {
                     // Fragment header: a non-zero offset means no transport header in this packet.
                     44 => {
+                        // SAFETY: bytes 2..4 of the 8-byte extension header window.
                         if unsafe { be16_at(ext, 2) } >> 3 != 0 {
                             return Outcome::Fragment;
                         }
@@ -171,19 +209,41 @@ pub fn parse(start: usize, end: usize) -> Outcome {
             let Some(tcp) = window::<20>(start, end, l4) else {
                 return Outcome::Malformed;
             };
-            let (sport, dport, doff, flags) =
-                unsafe { (be16_at(tcp, 0), be16_at(tcp, 2), u8_at(tcp, 12), u8_at(tcp, 13)) };
+            // SAFETY: bytes 0..14 of the 20-byte TCP window.
+            let (sport, dport, doff, flags) = unsafe {
+                (
+                    be16_at(tcp, 0),
+                    be16_at(tcp, 2),
+                    u8_at(tcp, 12),
+                    u8_at(tcp, 13),
+                )
+            };
             if (doff >> 4) < 5 {
                 return Outcome::Malformed;
             }
-            Outcome::Parsed(Packet { src, dst, proto, sport, dport, tcp_flags: flags })
+            Outcome::Parsed(Packet {
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                tcp_flags: flags,
+            })
         }
         IPPROTO_UDP => {
             let Some(udp) = window::<8>(start, end, l4) else {
                 return Outcome::Malformed;
             };
+            // SAFETY: bytes 0..4 of the 8-byte UDP window.
             let (sport, dport) = unsafe { (be16_at(udp, 0), be16_at(udp, 2)) };
-            Outcome::Parsed(Packet { src, dst, proto, sport, dport, tcp_flags: 0 })
+            Outcome::Parsed(Packet {
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                tcp_flags: 0,
+            })
         }
         _ => Outcome::OtherProto,
     }

@@ -36,7 +36,12 @@ pub const TC_ACT_OK: u32 = 0;
 impl Programs {
     /// Loads the embedded object and its programs; Herz's ports are TCP `tcp_ports` and UDP `udp_ports`.
     pub fn load(tcp_ports: &[u16], udp_ports: &[u16]) -> Programs {
-        let mut ebpf = herz_user::shield::load_for_test().expect("loading the eBPF object");
+        let ebpf = herz_user::shield::load_for_test().expect("loading the eBPF object");
+        Programs::from_ebpf(ebpf, tcp_ports, udp_ports)
+    }
+
+    /// As [`Programs::load`], for an object loaded by the caller (another build of the programs).
+    pub fn from_ebpf(mut ebpf: Ebpf, tcp_ports: &[u16], udp_ports: &[u16]) -> Programs {
         {
             let mut ports: HashMap<_, PortKey, u32> =
                 HashMap::try_from(ebpf.map_mut(herz_common::maps::PORTS).unwrap()).unwrap();
@@ -62,6 +67,37 @@ impl Programs {
             ebpf,
             events: RefCell::new(None),
         }
+    }
+
+    /// Runs the XDP program `repeat` times on `frame` in one BPF_PROG_TEST_RUN call; returns the kernel's
+    /// mean time per run and the verdict of the last.
+    pub fn xdp_repeat(&self, frame: &[u8], repeat: u32) -> (std::time::Duration, u32) {
+        let xdp: &Xdp = self
+            .ebpf
+            .program(programs::XDP)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        let r = xdp.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        (r.duration, r.return_value)
+    }
+
+    /// The XDP program's BPF statistics: total run time and run count (zero unless
+    /// `kernel.bpf_stats_enabled` is 1).
+    pub fn xdp_stats(&self) -> (std::time::Duration, u64) {
+        let xdp: &Xdp = self
+            .ebpf
+            .program(programs::XDP)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let info = xdp.info().expect("program info");
+        (info.run_time(), info.run_count())
     }
 
     /// Runs the XDP program on `frame`; returns its verdict.

@@ -27,7 +27,25 @@ pub fn privileged(test: &str) -> bool {
         );
     }
     eprintln!("skipped {test}: not privileged (run as root, or via `cargo xtask test`)");
+    record_skip(test, "not root");
     false
+}
+
+/// Appends `test<TAB>reason` to `HERZ_SKIP_LOG` (set by `cargo xtask test`), which ends the run by
+/// counting the skips, so that none is silent.
+fn record_skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os("HERZ_SKIP_LOG") else {
+        return;
+    };
+    let line = format!("{test}\t{}\n", reason.replace(['\t', '\n'], " "));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// Fails (under `HERZ_REQUIRE_PRIVILEGED=1`) or skips when a prerequisite other than privilege is missing.
@@ -39,6 +57,7 @@ pub fn require(test: &str, what: &str, ok: bool) -> bool {
         panic!("{test}: {what}, and HERZ_REQUIRE_PRIVILEGED=1 forbids skipping");
     }
     eprintln!("skipped {test}: {what}");
+    record_skip(test, what);
     false
 }
 

@@ -380,3 +380,103 @@ fn a_logged_in_subscriber_is_trusted_until_its_session_ends() {
     }
     assert!(d.stop_with(libc::SIGTERM).success());
 }
+
+/// Fills the pinned established-connection table with flows no packet will ever match.
+fn fill_established_table(pin_path: &Path) -> usize {
+    use aya::maps::{HashMap, Map, MapData};
+    use herz_common::{FlowKey, FlowState, MAX_ESTABLISHED, maps};
+    let data = MapData::from_pin(pin_path.join(maps::ESTABLISHED)).expect("pinned table");
+    let mut table: HashMap<MapData, FlowKey, FlowState> =
+        HashMap::try_from(Map::HashMap(data)).expect("a hash map");
+    let mut n = 0;
+    for i in 0..MAX_ESTABLISHED {
+        let mut client = [0u8; 16];
+        // 198.19.x.y, outside every address the test uses.
+        client[10..16].copy_from_slice(&[0xff, 0xff, 198, 19, (i >> 8) as u8, i as u8]);
+        let key = FlowKey {
+            client,
+            server: [0; 16],
+            client_port: 40_000,
+            server_port: SUB_PORT,
+            _pad: 0,
+        };
+        if table.insert(key, FlowState::default(), 0).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_full_connection_table_is_logged_by_the_kernel_under_herz_ebpf_and_sighup_turns_it_on() {
+    let test =
+        "a_full_connection_table_is_logged_by_the_kernel_under_herz_ebpf_and_sighup_turns_it_on";
+    if !privileged(test) {
+        return;
+    }
+    let net = VethNs::new(unique_id());
+    let s = setup(&[&net.host_if], net.host_addr);
+    // Kernel lines off at start; the control plane on (it handles SIGHUP).
+    let control = format!("127.0.0.1:{}", 19_000 + unique_id() % 1000);
+    let base = std::fs::read_to_string(&s.config).unwrap().replace(
+        "[control]\nenabled = false",
+        &format!("[control]\nlisten = \"{control}\""),
+    );
+    let with_level = |level: &str| format!("[log]\nlevel = \"{level}\"\n{base}");
+    std::fs::write(&s.config, with_level("info,herz_ebpf=off")).unwrap();
+    let mut d = Daemon::start(&s.config);
+    wait_loaded(&mut d, &s.pin_path);
+    let filled = fill_established_table(&s.pin_path);
+    assert_eq!(filled, herz_common::MAX_ESTABLISHED as usize);
+
+    let host = net.host_addr;
+    let connect = move || {
+        let c =
+            TcpStream::connect_timeout(&SocketAddr::from((host, SUB_PORT)), Duration::from_secs(2))
+                .expect("the subscriber port accepts");
+        // Hold the connection until its final ACK has certainly crossed tc ingress.
+        std::thread::sleep(Duration::from_millis(200));
+        drop(c);
+    };
+    net.run_in(connect);
+    let full = |d: &Daemon| d.stats()["global"]["conn_table_full"].as_u64().unwrap_or(0);
+    assert!(
+        full(&d) >= 1,
+        "the kernel did not find the table full: {}",
+        d.stats()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !d.log().contains("established-connection table full"),
+        "herz_ebpf=off still logged:\n{}",
+        d.log()
+    );
+
+    // SIGHUP with the target on: the next occurrence (the kernel writes one a second) reaches the log.
+    std::fs::write(&s.config, with_level("info,herz_ebpf=debug")).unwrap();
+    let pid = d.child.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let log = d.log.clone();
+    d.wait_for("the reload", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("reload applied")
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    net.run_in(connect);
+    d.wait_for(
+        "the kernel's line in the daemon log",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| {
+                    l.contains("herz_ebpf")
+                        && l.contains("established-connection table full (65536 entries)")
+                        && l.contains(&format!("::ffff:{}", net.ns_addr))
+                })
+        },
+    );
+}

@@ -69,8 +69,8 @@ fn ensure_prerequisites() -> anyhow::Result<()> {
 /// and none is built (no nightly toolchain needed).
 fn build_herz_release(shield: bool) -> anyhow::Result<PathBuf> {
     if shield {
-        crate::setup::ensure()?;
-        crate::build_ebpf()?;
+        let channel = crate::setup::ensure()?;
+        crate::build_ebpf(&channel)?;
     }
     eprintln!("xtask: building herz (release)");
     let mut cmd = Command::new("cargo");
@@ -95,16 +95,77 @@ fn build_bench_release() -> anyhow::Result<PathBuf> {
     Ok(root().join("target/release/herz-bench"))
 }
 
+/// The XDP program's cost per packet with its diagnostic log lines compiled in (level on, level off)
+/// against compiled out, in one run (tests/examples/xdp_cost.rs); the table goes to
+/// target/bench/xdp-cost.md.
+fn xdp_cost() -> anyhow::Result<()> {
+    let channel = crate::setup::ensure()?;
+    let with = crate::build_ebpf(&channel)?;
+    eprintln!("xtask: building the eBPF object without the `diagnostics` feature");
+    let without_dir = root().join("herz-ebpf/target/no-diagnostics");
+    run_cmd(
+        crate::ebpf_cargo(&channel)
+            .args([
+                "build",
+                "--release",
+                "--no-default-features",
+                "--target-dir",
+            ])
+            .arg(&without_dir),
+    )?;
+    let without = without_dir.join("bpfel-unknown-none/release/herz-ebpf");
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "herz-tests",
+                "--example",
+                "xdp_cost",
+            ])
+            .env("HERZ_EBPF_OBJECT", &with),
+    )?;
+    let out = Command::new(root().join("target/release/examples/xdp_cost"))
+        .arg(format!("without diagnostics={}", without.display()))
+        .arg(format!("diagnostics, AYA_LOG_LEVEL 0={}@0", with.display()))
+        .arg(format!("diagnostics (as shipped)={}", with.display()))
+        .output()
+        .context("running xdp_cost")?;
+    if !out.status.success() {
+        bail!("xdp_cost failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    print!("{table}");
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("xdp-cost.md"), table.as_bytes())?;
+    Ok(())
+}
+
 /// Prerequisites, builds, then the benchmarks. `extra` goes to herz-bench as is.
 pub fn run(scenarios: &[String], quick: bool, extra: &[String]) -> anyhow::Result<()> {
+    let all = scenarios.is_empty();
+    if all || scenarios.iter().any(|s| s == "xdp-cost") {
+        xdp_cost()?;
+    }
+    let scenarios: Vec<String> = scenarios
+        .iter()
+        .filter(|s| *s != "xdp-cost")
+        .cloned()
+        .collect();
+    if !all && scenarios.is_empty() {
+        return Ok(());
+    }
     ensure_prerequisites()?;
-    let shield = scenarios.is_empty() || scenarios.iter().any(|s| s == "shield");
+    let shield = all || scenarios.iter().any(|s| s == "shield");
     let herz = build_herz_release(shield)?;
     let bench = build_bench_release()?;
     let out = root().join("target/bench");
     let mut cmd = Command::new(&bench);
     cmd.current_dir(root())
-        .args(scenarios)
+        .args(&scenarios)
         .arg("--herz")
         .arg(&herz)
         .arg("--out")

@@ -2,6 +2,7 @@
 
 mod bench;
 mod setup;
+mod toolchain;
 
 use std::{
     path::{Path, PathBuf},
@@ -37,7 +38,10 @@ enum Verb {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Setup if needed, build, and run every test (unit, BPF_PROG_TEST_RUN, privileged integration).
+    /// Formatting (rustfmt) and lints (clippy, warnings denied) on the workspace and on herz-ebpf.
+    Lint,
+    /// Setup if needed, lint, build, and run every test (unit, BPF_PROG_TEST_RUN, privileged integration,
+    /// fuzz).
     Test {
         /// Extra arguments passed to the test binaries (e.g. a name filter).
         #[arg(last = true)]
@@ -47,7 +51,7 @@ enum Verb {
     /// the benchmarks; results in target/bench/ (report.md, report.json, PNG plots).
     Bench {
         /// Scenarios to run (default: all).
-        #[arg(value_parser = ["fanout", "peers", "latency", "shield"])]
+        #[arg(value_parser = ["fanout", "peers", "latency", "shield", "xdp-cost"])]
         scenarios: Vec<String>,
         /// One run per point, fewer points, shorter runs: the whole suite in a few minutes.
         #[arg(long)]
@@ -61,8 +65,11 @@ enum Verb {
 fn main() {
     let args = Args::parse();
     let result = match args.verb {
-        Verb::Setup => setup::run(),
-        Verb::Build { release } => build(release).map(|_| ()),
+        Verb::Setup => setup::run().and_then(|()| setup::ensure().map(|_| ())),
+        Verb::Build { release } => {
+            setup::ensure().and_then(|channel| build(&channel, release).map(|_| ()))
+        }
+        Verb::Lint => setup::ensure().and_then(|channel| lint(&channel)),
         Verb::Run { release, args } => run(release, &args),
         Verb::Test { args } => test(&args),
         Verb::Bench {
@@ -99,30 +106,34 @@ fn ebpf_object() -> PathBuf {
     root().join("herz-ebpf/target/bpfel-unknown-none/release/herz-ebpf")
 }
 
-fn build_ebpf() -> anyhow::Result<PathBuf> {
-    eprintln!("xtask: building the eBPF object (nightly, bpfel-unknown-none)");
+/// A cargo command for herz-ebpf: the pinned nightly, LLVM's tools first on PATH, and none of the outer
+/// cargo's settings (they must not leak into the nightly, cross-target build).
+pub fn ebpf_cargo(channel: &str) -> Command {
     let path = format!(
         "{}:{}",
-        setup::LLVM_BIN,
+        setup::llvm_bin(),
         std::env::var("PATH").unwrap_or_default()
     );
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root().join("herz-ebpf"))
-        .args(["build", "--release"])
+        .env("RUSTUP_TOOLCHAIN", channel)
         .env("PATH", path)
-        // The outer cargo's settings must not leak into the nightly, cross-target build.
-        .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR");
-    run_cmd(&mut cmd)?;
+    cmd
+}
+
+pub fn build_ebpf(channel: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("xtask: building the eBPF object ({channel}, bpfel-unknown-none)");
+    run_cmd(ebpf_cargo(channel).args(["build", "--release"]))?;
     Ok(ebpf_object())
 }
 
 /// Builds everything; returns the path of the `herz` binary.
-fn build(release: bool) -> anyhow::Result<PathBuf> {
-    let object = build_ebpf()?;
+fn build(channel: &str, release: bool) -> anyhow::Result<PathBuf> {
+    let object = build_ebpf(channel)?;
     eprintln!(
         "xtask: building herz ({})",
         if release { "release" } else { "debug" }
@@ -141,9 +152,38 @@ fn build(release: bool) -> anyhow::Result<PathBuf> {
         .join("herz"))
 }
 
+/// rustfmt in check mode and clippy with warnings denied, on the workspace and on herz-ebpf.
+fn lint(channel: &str) -> anyhow::Result<()> {
+    eprintln!("xtask: lint: rustfmt --check (workspace, herz-ebpf)");
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root())
+            .args(["fmt", "--all", "--check"]),
+    )?;
+    run_cmd(ebpf_cargo(channel).args(["fmt", "--check"]))?;
+    eprintln!("xtask: lint: clippy -D warnings (workspace, herz-ebpf)");
+    // The embedded object is only read by `include_bytes!` at build time; clippy needs the file to exist.
+    let object = build_ebpf(channel)?;
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("HERZ_EBPF_OBJECT", &object),
+    )?;
+    run_cmd(ebpf_cargo(channel).args(["clippy", "--release", "--", "-D", "warnings"]))?;
+    Ok(())
+}
+
 fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
-    setup::ensure()?;
-    let herz = build(release)?;
+    let channel = setup::ensure()?;
+    let herz = build(&channel, release)?;
     let mut cmd = Command::new(&herz);
     if args.is_empty() {
         cmd.arg("run");
@@ -155,26 +195,21 @@ fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
-    setup::ensure()?;
-    let herz = build(false)?;
+    let channel = setup::ensure()?;
+    lint(&channel)?;
+    let herz = build(&channel, false)?;
     let object = ebpf_object();
-    eprintln!("xtask: unit tests, BPF_PROG_TEST_RUN tests");
+    // Privileged tests that skip (not root, HERZ_REQUIRE_PRIVILEGED unset) append a line here; the run ends
+    // by counting them, so a skip is never silent.
+    let skips = root().join("target/xtask-skipped-tests");
+    let _ = std::fs::remove_file(&skips);
+    eprintln!("xtask: unit tests (workspace, xtask, bench), BPF_PROG_TEST_RUN tests");
     let mut unit = Command::new("cargo");
     unit.current_dir(root())
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "herz-tests",
-            "--exclude",
-            "xtask",
-            // The benchmark harness links libzmq and runs under `cargo xtask bench`, not here.
-            "--exclude",
-            "herz-bench",
-            "--",
-        ])
+        .args(["test", "--workspace", "--exclude", "herz-tests", "--"])
         .args(args)
-        .env("HERZ_EBPF_OBJECT", &object);
+        .env("HERZ_EBPF_OBJECT", &object)
+        .env("HERZ_SKIP_LOG", &skips);
     run_cmd(&mut unit)?;
     eprintln!("xtask: integration tests (privileged ones run serially)");
     let mut integration = Command::new("cargo");
@@ -183,36 +218,84 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .args(["test", "--package", "herz-tests", "--", "--test-threads=1"])
         .args(args)
         .env("HERZ_EBPF_OBJECT", &object)
-        .env("HERZ_BIN", &herz);
+        .env("HERZ_BIN", &herz)
+        .env("HERZ_SKIP_LOG", &skips);
     run_cmd(&mut integration)?;
     if args.is_empty() {
-        fuzz(FUZZ_SECONDS)?;
+        fuzz(&channel, FUZZ_SECONDS)?;
+    }
+    let skipped = std::fs::read_to_string(&skips).unwrap_or_default();
+    if let Some(summary) = skip_summary(&skipped) {
+        eprintln!("xtask: {summary}");
     }
     Ok(())
 }
 
+/// "3 privileged tests skipped: not root" from the skip log's `test<TAB>reason` lines, one clause per reason.
+fn skip_summary(log: &str) -> Option<String> {
+    let mut by_reason: std::collections::BTreeMap<&str, usize> = Default::default();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let reason = line.split_once('\t').map_or("unknown", |(_, r)| r);
+        *by_reason.entry(reason).or_default() += 1;
+    }
+    if by_reason.is_empty() {
+        return None;
+    }
+    let clauses: Vec<String> = by_reason
+        .iter()
+        .map(|(reason, n)| {
+            format!(
+                "{n} privileged test{} skipped: {reason}",
+                if *n == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    Some(clauses.join("; "))
+}
+
 /// Seconds each fuzz target runs in `cargo xtask test`: long enough to catch shallow parser bugs on every
-/// change, short enough for CI. Run longer by hand: `cargo +nightly fuzz run soupbintcp`.
+/// change, short enough for CI. Run longer by hand, with the pinned nightly:
+/// `cargo +nightly-2026-05-20 fuzz run soupbintcp`.
 const FUZZ_SECONDS: u32 = 30;
 
-fn fuzz(seconds: u32) -> anyhow::Result<()> {
+fn fuzz(channel: &str, seconds: u32) -> anyhow::Result<()> {
     for target in ["moldudp64", "soupbintcp"] {
         eprintln!("xtask: fuzzing {target} for {seconds} s");
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root())
             .args([
-                "+nightly",
                 "fuzz",
                 "run",
                 target,
                 "--",
                 &format!("-max_total_time={seconds}"),
             ])
-            .env_remove("RUSTUP_TOOLCHAIN")
+            .env("RUSTUP_TOOLCHAIN", channel)
             .env_remove("CARGO")
             .env_remove("RUSTC")
             .env_remove("CARGO_TARGET_DIR");
         run_cmd(&mut cmd)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_summary;
+
+    #[test]
+    fn skipped_tests_are_counted_by_reason() {
+        assert_eq!(skip_summary(""), None);
+        assert_eq!(
+            skip_summary("a\tnot root\nb\tnot root\n"),
+            Some("2 privileged tests skipped: not root".into())
+        );
+        assert_eq!(
+            skip_summary("a\tnot root\nb\tno nats-server\n"),
+            Some(
+                "1 privileged test skipped: no nats-server; 1 privileged test skipped: not root"
+                    .into()
+            )
+        );
+    }
 }

@@ -1,26 +1,46 @@
-//! `cargo xtask setup`: installs the eBPF toolchain and the tools the tests use, idempotently.
+//! `cargo xtask setup`: installs the eBPF toolchain and the tools the tests use, idempotently, and checks
+//! that the pinned nightly and bpf-linker agree on LLVM (see [`crate::toolchain`]).
 
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use crate::run_cmd;
+use crate::{
+    root, run_cmd,
+    toolchain::{self, BPF_LINKER_VERSION, LLVM_MAJOR},
+};
 
-/// Where Debian's LLVM 22 lives (bpf-linker links against it and uses its tools).
-pub const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
-const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-const BPF_LINKER_VERSION: &str = "0.13";
+/// Where Debian's LLVM lives (bpf-linker links against it and uses its tools).
+pub fn llvm_prefix() -> String {
+    format!("/usr/lib/llvm-{LLVM_MAJOR}")
+}
 
-/// Debian packages: what bpf-linker needs to build and link, and what tests and operators use.
-const APT_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "zlib1g-dev",
-    "iproute2",
-    "bpftool",
-    "nftables",
-];
+/// `bin/` of [`llvm_prefix`], put first on PATH for bpf-linker.
+pub fn llvm_bin() -> String {
+    format!("{}/bin", llvm_prefix())
+}
+
+/// Debian packages: what bpf-linker needs to build and link (LLVM [`LLVM_MAJOR`]), what the bench crate's
+/// unit tests link (libzmq through pkg-config), and what tests and operators use.
+fn apt_packages() -> Vec<String> {
+    let mut packages = vec![
+        format!("llvm-{LLVM_MAJOR}-dev"),
+        format!("libpolly-{LLVM_MAJOR}-dev"),
+    ];
+    packages.extend(
+        [
+            "libzstd-dev",
+            "zlib1g-dev",
+            "libzmq3-dev",
+            "pkg-config",
+            "iproute2",
+            "bpftool",
+            "nftables",
+        ]
+        .map(String::from),
+    );
+    packages
+}
 
 fn quiet(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -30,10 +50,9 @@ fn quiet(cmd: &mut Command) -> bool {
         .unwrap_or(false)
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    APT_PACKAGES
-        .iter()
-        .copied()
+fn missing_packages() -> Vec<String> {
+    apt_packages()
+        .into_iter()
         .filter(|p| {
             let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
             !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
@@ -41,26 +60,37 @@ fn missing_packages() -> Vec<&'static str> {
         .collect()
 }
 
-fn has_rust_src() -> bool {
+/// The pinned toolchain's components that the build and lint need.
+const COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
+
+/// True when the pinned nightly is installed with [`COMPONENTS`].
+fn has_pinned_toolchain(channel: &str) -> bool {
     Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .args(["component", "list", "--installed", "--toolchain", channel])
         .output()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.starts_with("rust-src"))
+            let listed = String::from_utf8_lossy(&o.stdout);
+            o.status.success()
+                && COMPONENTS
+                    .iter()
+                    .all(|c| listed.lines().any(|l| l.starts_with(c)))
         })
         .unwrap_or(false)
 }
 
+/// True when bpf-linker is installed at exactly [`BPF_LINKER_VERSION`], built on LLVM [`LLVM_MAJOR`].
 fn has_bpf_linker() -> bool {
-    Command::new("bpf-linker")
+    let version_ok = Command::new("bpf-linker")
         .arg("--version")
         .output()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout).contains(&format!("bpf-linker {BPF_LINKER_VERSION}"))
+            String::from_utf8_lossy(&o.stdout).trim() == format!("bpf-linker {BPF_LINKER_VERSION}")
         })
-        .unwrap_or(false)
+        .unwrap_or(false);
+    let llvm = toolchain::crates2_json()
+        .as_deref()
+        .and_then(toolchain::bpf_linker_llvm_major);
+    version_ok && llvm == Some(LLVM_MAJOR)
 }
 
 fn is_root() -> bool {
@@ -73,22 +103,41 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// The cargo-fuzz release Herz installs, exactly.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 fn has_cargo_fuzz() -> bool {
-    quiet(Command::new("cargo").args(["fuzz", "--version"]))
+    Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).trim() == format!("cargo-fuzz {CARGO_FUZZ_VERSION}")
+        })
+        .unwrap_or(false)
 }
 
 /// True when nothing needs installing.
-pub fn is_ready() -> bool {
-    missing_packages().is_empty() && has_rust_src() && has_bpf_linker() && has_cargo_fuzz()
+fn is_ready(channel: &str) -> bool {
+    missing_packages().is_empty()
+        && has_pinned_toolchain(channel)
+        && has_bpf_linker()
+        && has_cargo_fuzz()
 }
 
-/// Runs setup only when something is missing.
-pub fn ensure() -> anyhow::Result<()> {
-    if is_ready() { Ok(()) } else { run() }
+/// Runs setup only when something is missing, then checks the toolchain pin against bpf-linker.
+/// Returns the pinned eBPF toolchain.
+pub fn ensure() -> anyhow::Result<String> {
+    let channel = toolchain::pinned(&root())?;
+    if !is_ready(&channel) {
+        run()?;
+    }
+    toolchain::check(&channel)?;
+    Ok(channel)
 }
 
 /// Installs whatever is missing, saying what it does.
 pub fn run() -> anyhow::Result<()> {
+    let channel = toolchain::pinned(&root())?;
     let missing = missing_packages();
     if missing.is_empty() {
         eprintln!("xtask setup: Debian packages present");
@@ -110,7 +159,7 @@ pub fn run() -> anyhow::Result<()> {
             missing.join(" ")
         );
         run_cmd(Command::new("apt-get").args(["update", "-q"])).context(
-            "apt-get update failed: is the Debian mirror reachable (and bookworm-security enabled for llvm-22)?",
+            "apt-get update failed: is the Debian mirror reachable (and bookworm-security enabled for LLVM)?",
         )?;
         run_cmd(
             Command::new("apt-get")
@@ -120,45 +169,40 @@ pub fn run() -> anyhow::Result<()> {
         )
         .context("apt-get install failed")?;
     }
-    if has_rust_src() {
-        eprintln!("xtask setup: nightly rust-src present");
-    } else {
-        eprintln!("xtask setup: rustup component add rust-src --toolchain nightly");
-        run_cmd(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))
-        .context("installing the nightly toolchain failed")?;
-        run_cmd(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))
-        .context("adding rust-src to the nightly toolchain failed")?;
-    }
-    if has_bpf_linker() {
-        eprintln!("xtask setup: bpf-linker {BPF_LINKER_VERSION} present");
+    if has_pinned_toolchain(&channel) {
+        eprintln!(
+            "xtask setup: {channel} with {} present",
+            COMPONENTS.join(", ")
+        );
     } else {
         eprintln!(
-            "xtask setup: cargo install bpf-linker {BPF_LINKER_VERSION} on LLVM 22 (about a minute)"
+            "xtask setup: rustup toolchain install {channel} (the eBPF toolchain, pinned in herz-ebpf/rust-toolchain.toml)"
         );
-        let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
+        run_cmd(
+            Command::new("rustup")
+                .args(["toolchain", "install", &channel, "--profile", "minimal"])
+                .args(COMPONENTS.iter().flat_map(|c| ["--component", c])),
+        )
+        .with_context(|| format!("installing the {channel} toolchain failed"))?;
+    }
+    if has_bpf_linker() {
+        eprintln!("xtask setup: bpf-linker {BPF_LINKER_VERSION} (LLVM {LLVM_MAJOR}) present");
+    } else {
+        eprintln!(
+            "xtask setup: cargo install bpf-linker {BPF_LINKER_VERSION} on LLVM {LLVM_MAJOR} (about a minute)"
+        );
+        let path = format!(
+            "{}:{}",
+            llvm_bin(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         run_cmd(
             Command::new("cargo")
-                .args([
-                    "install",
-                    "--locked",
-                    "bpf-linker",
-                    "--version",
-                    &format!("~{BPF_LINKER_VERSION}"),
-                ])
-                .args(["--no-default-features", "--features", "llvm-22"])
-                .env("LLVM_PREFIX", LLVM_PREFIX)
+                .args(["install", "--locked", "--force", "bpf-linker", "--version"])
+                .arg(format!("={BPF_LINKER_VERSION}"))
+                .args(["--no-default-features", "--features"])
+                .arg(format!("llvm-{LLVM_MAJOR}"))
+                .env("LLVM_PREFIX", llvm_prefix())
                 .env("PATH", path)
                 .env_remove("RUSTUP_TOOLCHAIN")
                 .env_remove("CARGO_TARGET_DIR"),
@@ -168,10 +212,11 @@ pub fn run() -> anyhow::Result<()> {
     if has_cargo_fuzz() {
         eprintln!("xtask setup: cargo-fuzz present");
     } else {
-        eprintln!("xtask setup: cargo install cargo-fuzz (about a minute)");
+        eprintln!("xtask setup: cargo install cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
         run_cmd(
             Command::new("cargo")
-                .args(["install", "--locked", "cargo-fuzz"])
+                .args(["install", "--locked", "cargo-fuzz", "--version"])
+                .arg(format!("={CARGO_FUZZ_VERSION}"))
                 .env_remove("CARGO_TARGET_DIR"),
         )
         .context("building cargo-fuzz failed (is crates.io reachable?)")?;

@@ -272,6 +272,7 @@ pub fn af_packet(
             }
             // SAFETY: plain-data arrays, zero is valid.
             let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+            // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
             let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
             for k in 0..n {
                 let f = &frames[(next + k) % ring];
@@ -575,6 +576,7 @@ impl Capture {
                 iov_base: buf.as_mut_ptr().cast(),
                 iov_len: buf.len(),
             };
+            // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
             let mut msg: libc::msghdr = unsafe { mem::zeroed() };
             msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
             msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as u32;
@@ -637,8 +639,9 @@ impl Capture {
 /// bracket's width (the conversion's uncertainty).
 pub fn realtime_offset() -> (i128, u64) {
     let read = |clock| {
-        // SAFETY: clock_gettime into a live timespec.
+        // SAFETY: timespec is plain data; all-zero bytes are a valid value.
         let mut t: libc::timespec = unsafe { mem::zeroed() };
+        // SAFETY: clock_gettime writes into the live timespec `t`.
         unsafe { libc::clock_gettime(clock, &mut t) };
         t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128
     };

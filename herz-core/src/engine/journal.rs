@@ -285,7 +285,7 @@ mod tests {
                 assert_eq!(j.get(s).unwrap(), &[s as u8; 50][..], "seq {s}");
             }
         }
-        assert!(j.len() >= 1 && j.len() <= 2);
+        assert!((1..=2).contains(&j.len()));
     }
 
     #[test]

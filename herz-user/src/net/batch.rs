@@ -11,7 +11,9 @@ pub fn send_connected(fd: RawFd, packets: &[&[u8]]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < packets.len() {
         let chunk = &packets[sent..packets.len().min(sent + BATCH)];
+        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
         let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
         for (i, p) in chunk.iter().enumerate() {
             iovs[i] = libc::iovec {
@@ -71,7 +73,9 @@ impl Default for RecvBatch {
 impl RecvBatch {
     /// Receives up to [`BATCH`] datagrams without blocking; returns how many (0 when none are waiting).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
         let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
+        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
         for i in 0..BATCH {
             iovs[i] = libc::iovec {

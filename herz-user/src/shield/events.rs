@@ -12,6 +12,8 @@
 //! died, TCP_USER_TIMEOUT) would otherwise keep counting against its source's limit forever. It closes
 //! such a flow by running the tc ingress program on a synthetic RST (BPF_PROG_TEST_RUN: nothing is sent
 //! anywhere), so the count is corrected by the same atomic code that keeps it.
+//!
+//! The same thread drains the programs' diagnostic log lines ([`super::kernel_log`]).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -33,6 +35,7 @@ use serde::Serialize;
 use super::{
     Cidr, ShieldError,
     cidr::{format_duration, ktime_now_ns},
+    kernel_log::KernelLog,
     pinned::{Trie, key_to_ip, open_hash, open_trie, origin_label},
 };
 
@@ -261,6 +264,7 @@ impl EventPump {
     /// fd) lets it close stale connections; without it they are only logged.
     pub(crate) fn spawn(
         ring: RingBuf<MapData>,
+        kernel_log: KernelLog,
         pin_path: PathBuf,
         tc_ingress: Option<OwnedFd>,
     ) -> Result<Self, ShieldError> {
@@ -271,6 +275,7 @@ impl EventPump {
         let stats = Arc::new(EventStats::default());
         let mut worker = Worker {
             ring,
+            kernel_log,
             block,
             established,
             tc_ingress,
@@ -309,6 +314,7 @@ impl Drop for EventPump {
 
 struct Worker {
     ring: RingBuf<MapData>,
+    kernel_log: KernelLog,
     block: Trie<BlockEntry>,
     established: BpfHashMap<MapData, FlowKey, FlowState>,
     tc_ingress: Option<OwnedFd>,
@@ -325,14 +331,21 @@ impl Worker {
         let mut last_sweep = Instant::now();
         let mut last_reconcile = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let mut pfd = libc::pollfd {
-                fd: self.ring.as_raw_fd(),
+            let readable = |fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             };
-            // SAFETY: one pollfd we own; a short timeout keeps stop and the sweeps responsive.
-            unsafe { libc::poll(&mut pfd, 1, 200) };
+            let mut pfds = [
+                readable(self.ring.as_raw_fd()),
+                readable(self.kernel_log.fd()),
+            ];
+            // SAFETY: two pollfds we own; a short timeout keeps stop and the sweeps responsive.
+            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
             self.drain();
+            if pfds[1].revents != 0 {
+                self.kernel_log.drain();
+            }
             let now = Instant::now();
             if now.duration_since(last_sweep) >= SWEEP_EVERY {
                 last_sweep = now;
@@ -354,6 +367,7 @@ impl Worker {
             }
         }
         self.drain();
+        self.kernel_log.drain();
     }
 
     fn drain(&mut self) {

@@ -11,12 +11,14 @@
 //! - [`apply`]: the configuration into the maps, at start and live.
 //! - [`ShieldHandle`]: trusting logged-in subscribers from the distributor.
 //! - [`events`]: the ring buffer and blocklist sweeps, as rate-limited log lines and counters.
+//! - [`kernel_log`]: the programs' own diagnostic lines (aya-log), as tracing events under `herz_ebpf`.
 
 pub mod apply;
 mod bpffs;
 pub mod cidr;
 pub mod events;
 mod handle;
+pub mod kernel_log;
 pub mod pinned;
 
 use std::{
@@ -251,6 +253,10 @@ impl Shield {
             })?;
         let ring = RingBuf::<MapData>::try_from(ring)
             .map_err(pinned::map_error(herz_common::maps::EVENTS))?;
+        let kernel_log = kernel_log::KernelLog::take(ebpf).map_err(|e| ShieldError::Map {
+            map: "AYA_LOGS",
+            reason: error_chain(&e),
+        })?;
         let tc_ingress = ebpf
             .program(programs::TC_INGRESS)
             .and_then(|p| p.fd().ok())
@@ -260,6 +266,7 @@ impl Shield {
             });
         shield.events = Some(events::EventPump::spawn(
             ring,
+            kernel_log,
             shield.pin_path.clone(),
             tc_ingress,
         )?);
