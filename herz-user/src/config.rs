@@ -43,7 +43,7 @@ pub enum ConfigError {
 }
 
 /// Log output settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `human` or `json`.
@@ -84,7 +84,7 @@ pub enum XdpAttachMode {
 }
 
 /// The kernel shield.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShieldConfig {
     /// Load and attach the kernel programs at all.
@@ -222,33 +222,10 @@ impl ShieldConfig {
     }
 }
 
-/// A login (name and password) accepted on a SoupBinTCP port.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    /// Username, 1 to 6 characters.
-    pub name: String,
-    /// Password, up to 10 characters.
-    pub password: String,
-    /// Slow-consumer policy for this user's sessions (subscribers only; defaults to the endpoint's).
-    #[serde(default)]
-    pub policy: Option<SlowConsumerPolicy>,
-}
-
-/// What happens to a subscriber that falls too far behind.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum SlowConsumerPolicy {
-    /// Close the session (abortively, so its fd is freed at once). The subscriber reconnects and resumes.
-    Disconnect,
-    /// Skip ahead to recent messages and tell the subscriber how many it missed (`HERZ SKIP n dropped`).
-    DropOldest,
-    /// Send only the latest message per symbol of the backlog (`HERZ SKIP n conflated` for the rest).
-    Conflate,
-}
+pub use herz_core::session::{SlowConsumerPolicy, User};
 
 /// Where Herz accepts subscribers (SoupBinTCP).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubscriberConfig {
     /// TCP listen address.
@@ -300,7 +277,7 @@ impl Default for SubscriberConfig {
 }
 
 /// Where Herz accepts publishers (SoupBinTCP `U` packets, one Herz message each).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublisherConfig {
     /// TCP listen address.
@@ -326,7 +303,7 @@ impl Default for PublisherConfig {
 }
 
 /// The journal every egress reads from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
     /// Most messages retained (replay and re-request reach this far back).
@@ -351,7 +328,7 @@ impl Default for JournalSection {
 }
 
 /// An upstream MoldUDP64 feed, on one line or two redundant lines (A/B).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// Name used in logs and metrics.
@@ -384,7 +361,7 @@ fn default_rerequest_delay() -> u64 {
 }
 
 /// A multicast egress channel: one MoldUDP64 session on a group.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// Name used in logs and metrics.
@@ -425,7 +402,7 @@ fn default_flush() -> u64 {
 }
 
 /// The MoldUDP64 re-request server for the channels.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RerequestConfig {
     /// UDP listen address (unicast).
@@ -450,7 +427,7 @@ impl Default for RerequestConfig {
 }
 
 /// The synthetic demo feed that makes a first run show ticks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
     /// Generate synthetic ticks inside the daemon. On in the defaults, labelled in the logs; turn it off
@@ -473,7 +450,7 @@ impl Default for DemoConfig {
 }
 
 /// The control plane's HTTP endpoint: `/metrics`, `/healthz`, `/state`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
     /// Serve it at all.
@@ -492,7 +469,7 @@ impl Default for ControlConfig {
 }
 
 /// Runtime state files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     /// Directory for the daemon's status file (read by `herz stats`).
@@ -508,7 +485,7 @@ impl Default for StateConfig {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Logging.
@@ -810,26 +787,18 @@ impl Config {
         if !self.journal.session.is_empty() {
             return self.journal.session.clone();
         }
-        let days = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() / 86_400)
-            .unwrap_or(0) as i64;
-        let (y, m, d) = civil_from_days(days);
-        format!("HZ{y:04}{m:02}{d:02}")
+        session_name_for(time::OffsetDateTime::now_utc().date())
     }
 }
 
-/// Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// `HZ` + the date, e.g. `HZ20261203`.
+fn session_name_for(date: time::Date) -> String {
+    format!(
+        "HZ{:04}{:02}{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 #[cfg(test)]
@@ -851,8 +820,8 @@ mod tests {
 
     #[test]
     fn session_name_defaults_to_the_date() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_418), (2025, 11, 26));
+        let date = time::Date::from_calendar_date(2025, time::Month::November, 6).unwrap();
+        assert_eq!(session_name_for(date), "HZ20251106");
         let name = Config::default().session_name();
         assert_eq!(name.len(), 10);
         assert!(name.starts_with("HZ"));

@@ -8,5 +8,7 @@ pub mod config;
 pub mod control;
 pub mod logging;
 pub mod net;
+pub mod ratelog;
+pub mod reload;
 pub mod shield;
 pub mod status;

@@ -72,47 +72,36 @@ impl Programs {
     /// Runs the XDP program `repeat` times on `frame` in one BPF_PROG_TEST_RUN call; returns the kernel's
     /// mean time per run and the verdict of the last.
     pub fn xdp_repeat(&self, frame: &[u8], repeat: u32) -> (std::time::Duration, u32) {
-        let xdp: &Xdp = self
-            .ebpf
-            .program(programs::XDP)
-            .unwrap()
-            .try_into()
-            .unwrap();
         let opts = TestRunOptions {
             data_in: Some(frame),
             repeat,
             ..TestRunOptions::new()
         };
-        let r = xdp.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let r = self
+            .xdp_program()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
         (r.duration, r.return_value)
+    }
+
+    fn xdp_program(&self) -> &Xdp {
+        self.ebpf
+            .program(programs::XDP)
+            .unwrap()
+            .try_into()
+            .unwrap()
     }
 
     /// The XDP program's BPF statistics: total run time and run count (zero unless
     /// `kernel.bpf_stats_enabled` is 1).
     pub fn xdp_stats(&self) -> (std::time::Duration, u64) {
-        let xdp: &Xdp = self
-            .ebpf
-            .program(programs::XDP)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let info = xdp.info().expect("program info");
+        let info = self.xdp_program().info().expect("program info");
         (info.run_time(), info.run_count())
     }
 
     /// Runs the XDP program on `frame`; returns its verdict.
     pub fn xdp(&self, frame: &[u8]) -> u32 {
-        let xdp: &Xdp = self
-            .ebpf
-            .program(programs::XDP)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::new()
-        };
-        xdp.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+        self.xdp_repeat(frame, 1).1
     }
 
     /// Runs a tc program (`programs::TC_INGRESS` or `TC_EGRESS`) on `frame`; returns its verdict.

@@ -68,8 +68,26 @@ impl Endpoints {
 /// A daemon with the shield off and the demo off, listening on `ep`, plus `extra` TOML appended
 /// (sections like `[[channels]]`, `[[feeds]]`, or keys for `[subscribers]` given in `subscribers`).
 pub fn start(ep: &Endpoints, subscribers: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
-    start_config(ep, "[shield]\nenabled = false\n", subscribers, extra)
+    start_config(
+        ep,
+        "[shield]\nenabled = false\n",
+        subscribers,
+        extra,
+        JOURNAL,
+    )
 }
+
+/// Like [`start`], with `journal` as the `[journal]` section's keys.
+pub fn start_with_journal(
+    ep: &Endpoints,
+    journal: &str,
+    extra: &str,
+) -> (Daemon, tempfile::TempDir) {
+    start_config(ep, "[shield]\nenabled = false\n", "", extra, journal)
+}
+
+/// The `[journal]` keys of the test daemons: room for every test's messages.
+const JOURNAL: &str = "session = \"HZTEST0001\"\nmax_messages = 2100000\nmax_bytes = 268435456";
 
 /// Like [`start`], with the shield attached to `lo` and pinned at `pin_path`.
 pub fn start_with_shield(
@@ -83,6 +101,7 @@ pub fn start_with_shield(
         &format!("[shield]\ninterfaces = [\"lo\"]\npin_path = \"{pin_path}\"\n"),
         subscribers,
         extra,
+        JOURNAL,
     )
 }
 
@@ -91,6 +110,7 @@ fn start_config(
     shield: &str,
     subscribers: &str,
     extra: &str,
+    journal: &str,
 ) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("herz.toml");
@@ -105,9 +125,7 @@ enabled = false
 dir = "{state}"
 
 [journal]
-session = "HZTEST0001"
-max_messages = 2100000
-max_bytes = 268435456
+{journal}
 
 [subscribers]
 listen = "{sub}"

@@ -158,6 +158,19 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGHUP and waits for the daemon to say the reload was applied.
+    pub fn reload(&mut self) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        let log = self.log.clone();
+        self.wait_for("the reload", Duration::from_secs(10), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("reload applied")
+        });
+    }
+
     /// The `herz stats --json` output for this daemon's config.
     pub fn stats(&self) -> serde_json::Value {
         let out = herz(&[

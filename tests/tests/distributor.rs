@@ -884,3 +884,84 @@ fn a_publisher_closing_right_after_its_data_loses_nothing_and_is_closed_at_once(
         );
     }
 }
+
+/// SIGHUP applies new logins without a restart (no control plane needed): a removed user is refused, an
+/// added one logs in, and a session already logged in keeps streaming.
+#[test]
+fn a_reload_changes_logins_live_and_keeps_the_sessions_already_in() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (mut d, _dir) = dist::start(&ep, "", "");
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    let mut kept = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    kept.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    // Replace demo/demo by ops/s3cret, and turn the control plane off: SIGHUP must not depend on it.
+    let reloaded = config
+        .replace(
+            "name = \"demo\"\npassword = \"demo\"",
+            "name = \"ops\"\npassword = \"s3cret\"",
+        )
+        .replace(
+            &format!("[control]\nlisten = \"{}\"", ep.control),
+            "[control]\nenabled = false",
+        );
+    assert_ne!(reloaded, config);
+    std::fs::write(&d.config, reloaded).unwrap();
+    d.reload();
+    let line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("reload applied"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("users") && line.contains("control"), "{line}");
+    let mut old = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    assert!(old.login("demo", "demo", Session::BLANK, 1, None).is_err());
+    let mut new = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    new.login("ops", "s3cret", Session::BLANK, 1, None).unwrap();
+    publish(ep.publishers, 1, 100);
+    assert_eq!(
+        receive_exact(&mut kept, 1, 100, Duration::from_secs(10)),
+        101
+    );
+    assert_eq!(
+        receive_exact(&mut new, 1, 100, Duration::from_secs(10)),
+        101
+    );
+    assert!(
+        d.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the daemon still runs"
+    );
+}
+
+/// A multicast channel that the journal overruns (a burst larger than the whole journal arrives between
+/// two pumps) cannot send what was evicted: the loss is counted and logged, never silent.
+#[test]
+fn a_channel_overrun_by_the_journal_counts_and_logs_what_it_never_sent() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let port = dist::free_port();
+    let group = Ipv4Addr::new(239, 18, 201, (unique_id() % 250) as u8 + 1);
+    let channel = format!(
+        "[[channels]]\nname = \"small\"\ngroup = \"{group}:{port}\"\ninterface = \"127.0.0.1\"\n"
+    );
+    let journal = "session = \"HZTEST0001\"\nmax_messages = 64\nmax_bytes = 1048576";
+    let (mut d, _dir) = dist::start_with_journal(&ep, journal, &channel);
+    publish(ep.publishers, 1, 5_000);
+    let lost = || dist::sample(&dist::scrape(&ep), "herz_channel_lost_messages_total");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lost() == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no loss counted; log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lost = lost();
+    assert!(lost > 0.0 && lost < 5_000.0, "{lost}");
+    let log = d.log.clone();
+    d.wait_for("the loss in the log", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("multicast channel fell off the journal")
+    });
+}

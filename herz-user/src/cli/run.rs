@@ -39,11 +39,20 @@ pub fn run(
     if let Err(e) = status::write(&state_dir, &status) {
         tracing::warn!(dir = %state_dir.display(), error = %e, "cannot write the status file; `herz stats` will not see this daemon's state");
     }
+    let pin_path = match &status.shield {
+        ShieldState::Active { pin_path, .. } => Some(pin_path.clone()),
+        _ => None,
+    };
+    crate::reload::Reloader {
+        config_path,
+        config: config.clone(),
+        log_reload,
+        pin_path: pin_path.clone(),
+        dist: distributor.handle(),
+    }
+    .spawn()
+    .context("installing the SIGHUP handler")?;
     if config.control.enabled {
-        let pin_path = match &status.shield {
-            ShieldState::Active { pin_path, .. } => Some(pin_path.clone()),
-            _ => None,
-        };
         crate::control::start(
             config.control.listen,
             crate::control::ControlContext {
@@ -51,9 +60,6 @@ pub fn run(
                 shield: status.shield.clone(),
                 pin_path,
                 started: distributor.started(),
-                config_path,
-                config: config.clone(),
-                log_reload,
             },
         )?;
     }

@@ -3,7 +3,6 @@
 //! `q`, Esc or Ctrl-C quits and restores the terminal.
 
 use std::{
-    collections::BTreeMap,
     io::{self, Write as _},
     net::SocketAddr,
     path::PathBuf,
@@ -16,6 +15,7 @@ use crossterm::{
     execute,
     terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
 };
+use herz_core::session::Role;
 use ratatui::{
     Terminal,
     backend::CrosstermBackend,
@@ -23,6 +23,8 @@ use ratatui::{
     style::{Modifier, Style},
     widgets::{Block, Borders, Paragraph, Row, Table},
 };
+
+use crate::control::state::{SessionView, StateBody};
 
 /// Arguments of `herz top`.
 #[derive(Debug, clap::Args)]
@@ -41,8 +43,7 @@ pub struct TopArgs {
 /// One sample of the daemon's state.
 struct Sample {
     at: Instant,
-    state: serde_json::Value,
-    counters: BTreeMap<String, u64>,
+    state: StateBody,
 }
 
 fn fetch(control: SocketAddr) -> anyhow::Result<Sample> {
@@ -50,7 +51,7 @@ fn fetch(control: SocketAddr) -> anyhow::Result<Sample> {
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .into();
-    let state: serde_json::Value = agent
+    let state: StateBody = agent
         .get(&format!("http://{control}/state"))
         .call()
         .with_context(|| {
@@ -61,18 +62,9 @@ fn fetch(control: SocketAddr) -> anyhow::Result<Sample> {
         .body_mut()
         .read_json()
         .context("reading /state")?;
-    let counters = state["counters"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(Sample {
         at: Instant::now(),
         state,
-        counters,
     })
 }
 
@@ -82,12 +74,11 @@ fn rate(prev: Option<&Sample>, cur: &Sample, key: &str) -> f64 {
     if dt <= 0.0 {
         return 0.0;
     }
-    cur.counters
-        .get(key)
-        .copied()
-        .unwrap_or(0)
-        .saturating_sub(p.counters.get(key).copied().unwrap_or(0)) as f64
-        / dt
+    counter(cur, key).saturating_sub(counter(p, key)) as f64 / dt
+}
+
+fn counter(s: &Sample, key: &str) -> u64 {
+    s.state.counters.get(key).copied().unwrap_or(0)
 }
 
 /// The lines of one frame, as plain text (used by `--once` and as the TUI's content).
@@ -96,14 +87,12 @@ fn frame(
     cur: &Sample,
     pin_path: Option<&PathBuf>,
 ) -> Vec<(String, Vec<Vec<String>>)> {
-    let s = &cur.state;
+    let s = &cur.state.snapshot;
     let mut sections = Vec::new();
     sections.push((
         format!(
             "herz session {}  journal {}..{}",
-            s["session"].as_str().unwrap_or("?"),
-            s["journal_tail"],
-            s["journal_head"]
+            s.session, s.journal_tail, s.journal_head
         ),
         vec![
             vec![
@@ -122,18 +111,15 @@ fn frame(
                 "slow-consumer events".into(),
                 format!(
                     "{} disconnects, {} drop-oldest, {} conflate",
-                    cur.counters.get("slow_disconnects").unwrap_or(&0),
-                    cur.counters.get("slow_drop_events").unwrap_or(&0),
-                    cur.counters.get("slow_conflate_events").unwrap_or(&0)
+                    counter(cur, "slow_disconnects"),
+                    counter(cur, "slow_drop_events"),
+                    counter(cur, "slow_conflate_events")
                 ),
             ],
         ],
     ));
-    let mut subs: Vec<&serde_json::Value> = s["sessions"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    subs.sort_by_key(|v| std::cmp::Reverse(v["lag"].as_u64().unwrap_or(0)));
+    let mut subs: Vec<&SessionView> = s.sessions.iter().collect();
+    subs.sort_by_key(|v| std::cmp::Reverse(v.lag));
     sections.push((
         format!("sessions ({})", subs.len()),
         std::iter::once(vec![
@@ -146,30 +132,33 @@ fn frame(
         ])
         .chain(subs.iter().take(20).map(|v| {
             vec![
-                v["peer"].as_str().unwrap_or("").into(),
-                v["user"].as_str().unwrap_or("").into(),
-                v["role"].as_str().unwrap_or("").into(),
-                v["lag"].to_string(),
-                v["policy"].as_str().unwrap_or("").into(),
-                v["sent"].to_string(),
+                v.peer.clone(),
+                v.user.clone(),
+                match v.role {
+                    Role::Subscriber => "subscriber".into(),
+                    Role::Publisher => "publisher".into(),
+                },
+                v.lag.to_string(),
+                v.policy.name().into(),
+                v.sent.to_string(),
             ]
         }))
         .collect(),
     ));
-    let feeds: Vec<Vec<String>> = s["feeds"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    vec![
-                        f["name"].as_str().unwrap_or("").into(),
-                        f["messages"].to_string(),
-                        format!("idle {}s", f["idle_secs"]),
-                    ]
-                })
-                .collect()
+    let feeds: Vec<Vec<String>> = s
+        .feeds
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                f.messages.to_string(),
+                match f.idle_secs {
+                    Some(idle) => format!("idle {idle:.1}s"),
+                    None => "never heard from".into(),
+                },
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     sections.push((format!("feeds ({})", feeds.len()), feeds));
     let mut shield_rows = Vec::new();
     match pin_path {
@@ -211,7 +200,7 @@ fn frame(
 pub fn top(args: TopArgs, default_control: SocketAddr) -> anyhow::Result<()> {
     let control = args.control.unwrap_or(default_control);
     let first = fetch(control)?;
-    let pin_path = first.state["pin_path"].as_str().map(PathBuf::from);
+    let pin_path = first.state.pin_path.clone();
     if args.once {
         std::thread::sleep(Duration::from_millis(args.interval_ms.min(2000)));
         let second = fetch(control)?;

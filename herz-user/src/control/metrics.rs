@@ -57,13 +57,8 @@ fn histogram(
 impl Collector for HerzCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.shared.counters;
-        for (name, value) in c.snapshot() {
-            counter(
-                &mut enc,
-                &format!("herz_{name}"),
-                &format!("Distributor counter {name}."),
-                value,
-            )?;
+        for (name, help, value) in c.described() {
+            counter(&mut enc, &format!("herz_{name}"), help, value)?;
         }
         let g = &self.shared.gauges;
         use std::sync::atomic::Ordering::Relaxed;

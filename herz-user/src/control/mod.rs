@@ -1,9 +1,9 @@
-//! The control plane: a tokio runtime on its own thread serving `/metrics`, `/healthz` and `/state`,
-//! and handling SIGHUP (live reload). It only reads what the hot loop publishes (atomics, a snapshot
+//! The control plane: a tokio runtime on its own thread serving `/metrics`, `/healthz` and `/state`.
+//! It only reads what the hot loop publishes (atomics, a snapshot
 //! refreshed twice a second) and never blocks it.
 
 pub mod metrics;
-mod reload;
+pub mod state;
 
 use std::{
     net::SocketAddr,
@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::registry::Registry;
 
-use crate::{logging::LogReload, net::Shared, status::ShieldState};
+use crate::{net::Shared, status::ShieldState};
 
 /// What the control plane needs.
 #[derive(Debug, Clone)]
@@ -29,12 +29,6 @@ pub struct ControlContext {
     pub pin_path: Option<PathBuf>,
     /// When the loop started (its clock's zero).
     pub started: Instant,
-    /// Config file to re-read on SIGHUP.
-    pub config_path: Option<PathBuf>,
-    /// The configuration in force.
-    pub config: crate::config::Config,
-    /// Log filter handle.
-    pub log_reload: LogReload,
 }
 
 struct AppState {
@@ -75,7 +69,6 @@ pub fn start(listen: SocketAddr, ctx: ControlContext) -> anyhow::Result<()> {
                     .route("/healthz", get(health_handler))
                     .route("/state", get(state_handler))
                     .with_state(state);
-                tokio::spawn(reload::on_sighup(ctx));
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,
                     Err(e) => {
@@ -155,16 +148,17 @@ async fn state_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         .lock()
         .map(|g| g.clone())
         .unwrap_or_default();
-    let counters: serde_json::Map<String, serde_json::Value> = s
+    let counters = s
         .ctx
         .shared
         .counters
         .snapshot()
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v.into()))
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
-    let mut body = serde_json::to_value(snap).unwrap_or_default();
-    body["counters"] = counters.into();
-    body["pin_path"] = serde_json::json!(s.ctx.pin_path);
-    Json(body)
+    Json(state::StateBody {
+        snapshot: snap,
+        counters,
+        pin_path: s.ctx.pin_path.clone(),
+    })
 }

@@ -3,15 +3,20 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident, )*) => {
+    ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
         /// Distributor counters. Written by the hot loop only; read by anyone.
         #[derive(Debug, Default)]
-        pub struct Counters { $( $(#[$doc])* pub $name: AtomicU64, )* }
+        pub struct Counters { $( $(#[doc = $doc])* pub $name: AtomicU64, )* }
 
         impl Counters {
             /// Every counter with its name, for exposition.
             pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$( (stringify!($name), self.$name.load(Relaxed)), )*]
+            }
+
+            /// Every counter with its name and its doc comment, which is its metric's HELP text.
+            pub fn described(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$( (stringify!($name), concat!($($doc),*).trim_ascii(), self.$name.load(Relaxed)), )*]
             }
         }
     };
@@ -40,6 +45,9 @@ counters! {
     channel_messages,
     /// Channel heartbeats sent.
     channel_heartbeats,
+    /// Messages a channel never sent because they fell off the journal before it could (the journal
+    /// overran the channel's send rate): multicast receivers see a gap they cannot recover.
+    channel_lost_messages,
     /// Re-requests received by the re-request server.
     rerequests_received,
     /// Re-requests answered.
@@ -164,6 +172,29 @@ impl AtomicHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_counter_has_its_own_help_text_from_its_doc_comment() {
+        let described = Counters::default().described();
+        assert_eq!(described.len(), Counters::default().snapshot().len());
+        let mut seen = std::collections::HashSet::new();
+        for (name, help, _) in described {
+            assert!(help.len() > 10 && help.ends_with('.'), "{name}: {help:?}");
+            assert!(
+                !help.starts_with(' ') && !help.contains("  "),
+                "{name}: {help:?}"
+            );
+            assert!(seen.insert(help), "{name} shares its help text");
+        }
+        let lost = Counters::default()
+            .described()
+            .into_iter()
+            .find(|(n, ..)| *n == "channel_lost_messages");
+        assert!(
+            lost.unwrap().1.contains("journal overran"),
+            "multi-line docs are joined"
+        );
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_bounded() {

@@ -18,10 +18,9 @@ use socket2::Socket;
 use super::{
     batch::RecvBatch,
     counters::{Counters, add},
-    ratelog::RateLimitedLog,
     sock,
 };
-use crate::config::FeedConfig;
+use crate::{config::FeedConfig, ratelog::RateLimitedLog};
 
 /// Datagrams handled per wake-up and line before giving the loop back.
 const MAX_BATCHES_PER_CALL: usize = 16;

@@ -7,13 +7,14 @@
 
 pub mod batch;
 pub mod channel;
+pub mod commands;
 pub mod counters;
 mod demo;
 mod feed;
-pub mod ratelog;
 mod rerequest;
 pub mod session;
 pub mod sock;
+mod tokens;
 
 use std::{
     io,
@@ -29,20 +30,18 @@ use herz_core::{
     },
     protocol::moldudp64::Session as SessionName,
 };
-use mio::{Events, Interest, Poll, Token, net::TcpListener, unix::SourceFd};
+use mio::{Events, Interest, Poll, net::TcpListener, unix::SourceFd};
 use slab::Slab;
 
-use crate::config::Config;
+use crate::ratelog::RateLimitedLog;
+use crate::{
+    config::Config,
+    control::state::{ChannelView, FeedView, SessionView, StateSnapshot},
+};
 use counters::{AtomicHistogram, Counters, Gauges, add};
-use ratelog::RateLimitedLog;
-use session::{CloseReason, Ctx, LagAction, Pump, Role, Session, State};
-
-const SIGNALS: Token = Token(0);
-const SUB_LISTENER: Token = Token(1);
-const PUB_LISTENER: Token = Token(2);
-const REREQUEST: Token = Token(3);
-const FEED_BASE: usize = 100;
-const SESSION_BASE: usize = 10_000;
+use herz_core::session::{CloseReason, Ctx, Event, LagAction, Role, State};
+use session::Conn;
+use tokens::{Owner, Tokens};
 
 /// Shared view of the hot loop for the control plane: atomics written by the loop, read at scrape
 /// time; a state snapshot refreshed twice a second.
@@ -80,66 +79,6 @@ pub struct NamedStats {
     pub last_packet_ns: std::sync::atomic::AtomicU64,
 }
 
-/// The operator's JSON view (`/state`).
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct StateSnapshot {
-    /// Journal session name.
-    pub session: String,
-    /// Next journal sequence.
-    pub journal_head: u64,
-    /// Oldest retained sequence.
-    pub journal_tail: u64,
-    /// Every session.
-    pub sessions: Vec<SessionView>,
-    /// Channels.
-    pub channels: Vec<ChannelView>,
-    /// Feeds.
-    pub feeds: Vec<FeedView>,
-}
-
-/// One session in [`StateSnapshot`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionView {
-    /// Remote address.
-    pub peer: String,
-    /// Username (empty before login).
-    pub user: String,
-    /// subscriber | publisher.
-    pub role: &'static str,
-    /// awaiting-login | active | closing.
-    pub state: &'static str,
-    /// Messages behind the journal head (subscribers).
-    pub lag: u64,
-    /// Slow-consumer policy.
-    pub policy: &'static str,
-    /// Messages sent.
-    pub sent: u64,
-    /// Bytes queued in Herz.
-    pub queued: usize,
-}
-
-/// One channel in [`StateSnapshot`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ChannelView {
-    /// Name.
-    pub name: String,
-    /// Group.
-    pub group: String,
-    /// Next channel sequence.
-    pub next_seq: u64,
-}
-
-/// One feed in [`StateSnapshot`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FeedView {
-    /// Name.
-    pub name: String,
-    /// Messages delivered to the journal.
-    pub messages: u64,
-    /// Seconds since the last packet (None: never).
-    pub idle_secs: Option<f64>,
-}
-
 /// Monotonic nanoseconds since the loop started.
 #[derive(Debug, Clone, Copy)]
 struct Clock(Instant);
@@ -159,7 +98,10 @@ pub struct Distributor {
     config: Config,
     sub_listener: TcpListener,
     pub_listener: TcpListener,
-    sessions: Slab<Session>,
+    sessions: Slab<Conn>,
+    tokens: Tokens,
+    commands: std::sync::mpsc::Receiver<commands::Command>,
+    handle: commands::LoopHandle,
     channels: Vec<channel::Channel>,
     feeds: Vec<feed::Feed>,
     rerequest: Option<rerequest::RerequestServer>,
@@ -216,10 +158,23 @@ impl Distributor {
                 config.publishers.listen
             )
         })?;
-        poll.registry()
-            .register(&mut sub_listener, SUB_LISTENER, Interest::READABLE)?;
-        poll.registry()
-            .register(&mut pub_listener, PUB_LISTENER, Interest::READABLE)?;
+        let mut tokens = Tokens::default();
+        let waker = std::sync::Arc::new(
+            mio::Waker::new(poll.registry(), tokens.add(Owner::Waker))
+                .context("creating the loop's waker")?,
+        );
+        let (tx, commands) = std::sync::mpsc::channel();
+        let handle = commands::LoopHandle::new(tx, waker);
+        poll.registry().register(
+            &mut sub_listener,
+            tokens.add(Owner::SubscriberListener),
+            Interest::READABLE,
+        )?;
+        poll.registry().register(
+            &mut pub_listener,
+            tokens.add(Owner::PublisherListener),
+            Interest::READABLE,
+        )?;
 
         let mut channels = Vec::new();
         for (i, c) in config.channels.iter().enumerate() {
@@ -263,8 +218,11 @@ impl Distributor {
                 rerequest::RerequestServer::bind(&config.rerequest, now).with_context(|| {
                     format!("rerequest.listen: cannot bind {}", config.rerequest.listen)
                 })?;
-            poll.registry()
-                .register(&mut SourceFd(&r.fd()), REREQUEST, Interest::READABLE)?;
+            poll.registry().register(
+                &mut SourceFd(&r.fd()),
+                tokens.add(Owner::Rerequest),
+                Interest::READABLE,
+            )?;
             Some(r)
         };
         let mut feeds = Vec::new();
@@ -274,7 +232,7 @@ impl Distributor {
             for (line, fd) in feed.fds().into_iter().enumerate() {
                 poll.registry().register(
                     &mut SourceFd(&fd),
-                    Token(FEED_BASE + i * 3 + line),
+                    tokens.add(Owner::FeedLine { feed: i, line }),
                     Interest::READABLE,
                 )?;
             }
@@ -295,6 +253,9 @@ impl Distributor {
             sessions: Slab::with_capacity(
                 config.subscribers.max_sessions + config.publishers.max_sessions,
             ),
+            tokens,
+            commands,
+            handle,
             channels,
             feeds,
             rerequest,
@@ -345,6 +306,27 @@ impl Distributor {
         self.clock.0
     }
 
+    /// Lets other threads ask the loop to act ([`commands::Command`]).
+    pub fn handle(&self) -> commands::LoopHandle {
+        self.handle.clone()
+    }
+
+    fn run_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                commands::Command::Logins {
+                    subscribers,
+                    publishers,
+                    policy,
+                } => {
+                    self.config.subscribers.users = subscribers;
+                    self.config.publishers.users = publishers;
+                    self.config.subscribers.policy = policy;
+                }
+            }
+        }
+    }
+
     /// The session name subscribers log in to.
     pub fn session_name(&self) -> SessionName {
         self.session_name
@@ -352,9 +334,10 @@ impl Distributor {
 
     /// Serves until a signal arrives on `signals` (registered here), then ends every session cleanly.
     pub fn run(&mut self, signals: &mut signal_hook_mio::v1_0::Signals) -> anyhow::Result<()> {
+        let token = self.tokens.add(Owner::Signals);
         self.poll
             .registry()
-            .register(signals, SIGNALS, Interest::READABLE)?;
+            .register(signals, token, Interest::READABLE)?;
         if self.demo.is_some() {
             tracing::warn!(
                 rate = self.config.demo.rate,
@@ -380,27 +363,27 @@ impl Distributor {
             }
             let now = self.clock.now();
             for event in events.iter() {
-                match event.token() {
-                    SIGNALS => {
+                let Some(owner) = self.tokens.owner(event.token()) else {
+                    continue;
+                };
+                match owner {
+                    Owner::Signals => {
                         if let Some(sig) = signals.pending().next() {
                             tracing::info!(signal = sig, "shutting down");
                             self.shutdown();
                             return Ok(());
                         }
                     }
-                    SUB_LISTENER => self.accept(Role::Subscriber, now),
-                    PUB_LISTENER => self.accept(Role::Publisher, now),
-                    REREQUEST => self.serve_rerequests(now),
-                    Token(t) if (FEED_BASE..SESSION_BASE).contains(&t) => {
-                        let (i, line) = ((t - FEED_BASE) / 3, (t - FEED_BASE) % 3);
-                        self.read_feed(i, line, now);
-                    }
-                    Token(t) => {
-                        let key = t - SESSION_BASE;
+                    Owner::Waker => self.run_commands(),
+                    Owner::SubscriberListener => self.accept(Role::Subscriber, now),
+                    Owner::PublisherListener => self.accept(Role::Publisher, now),
+                    Owner::Rerequest => self.serve_rerequests(now),
+                    Owner::FeedLine { feed, line } => self.read_feed(feed, line, now),
+                    Owner::Session(key) => {
                         if event.is_writable()
-                            && let Some(s) = self.sessions.get_mut(key)
+                            && let Some(c) = self.sessions.get_mut(key)
                         {
-                            s.writable = true;
+                            c.writable = true;
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read_session(key, now, event.is_read_closed() || event.is_error());
@@ -445,11 +428,11 @@ impl Distributor {
         let head = self.journal.head();
         if !self.reread.is_empty()
             || self.channels.iter().any(|c| c.cursor < head)
-            || self.sessions.iter().any(|(_, s)| {
-                s.state == State::Active
-                    && s.role == Role::Subscriber
-                    && s.writable
-                    && s.cursor < head
+            || self.sessions.iter().any(|(_, c)| {
+                c.session.state() == State::Active
+                    && c.session.role() == Role::Subscriber
+                    && c.writable
+                    && c.session.cursor() < head
             })
         {
             ns = 0;
@@ -500,7 +483,7 @@ impl Distributor {
                 tracing::debug!(%peer, error = %e, "socket options");
             }
             let entry = self.sessions.vacant_entry();
-            let token = Token(SESSION_BASE + entry.key());
+            let token = Tokens::session(entry.key());
             if let Err(e) = self.poll.registry().register(
                 &mut stream,
                 token,
@@ -509,7 +492,7 @@ impl Distributor {
                 tracing::warn!(%peer, error = %e, "cannot register session");
                 continue;
             }
-            entry.insert(Session::new(
+            entry.insert(Conn::new(
                 stream,
                 peer,
                 role,
@@ -517,23 +500,40 @@ impl Distributor {
                 s.policy,
                 now,
             ));
-            self.shared
-                .gauges
-                .sessions_pending
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.update_session_gauges();
         }
     }
 
     fn count_sessions(&self, role: Role) -> usize {
-        self.sessions.iter().filter(|(_, s)| s.role == role).count()
+        self.sessions
+            .iter()
+            .filter(|(_, c)| c.session.role() == role)
+            .count()
     }
 
-    /// Reads a session's socket; `drain`: read until it would block (see [`Session::on_readable`]).
+    /// The session gauges, counted from the sessions themselves (after every accept, login and close).
+    fn update_session_gauges(&self) {
+        let (mut pending, mut subscribers, mut publishers) = (0, 0, 0);
+        for (_, c) in &self.sessions {
+            match (c.session.logged_in(), c.session.role()) {
+                (false, _) => pending += 1,
+                (true, Role::Subscriber) => subscribers += 1,
+                (true, Role::Publisher) => publishers += 1,
+            }
+        }
+        let g = &self.shared.gauges;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        g.sessions_pending.store(pending, relaxed);
+        g.subscribers_active.store(subscribers, relaxed);
+        g.publishers_active.store(publishers, relaxed);
+    }
+
+    /// Reads a session's socket; `drain`: read until it would block (see [`Conn::on_readable`]).
     fn read_session(&mut self, key: usize, now: u64, drain: bool) {
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some(c) = self.sessions.get_mut(key) else {
             return;
         };
-        let users = match s.role {
+        let users = match c.session.role() {
             Role::Subscriber => &self.config.subscribers.users,
             Role::Publisher => &self.config.publishers.users,
         };
@@ -543,124 +543,115 @@ impl Distributor {
             policy: self.config.subscribers.policy,
             now,
         };
-        let counters = &self.shared.counters;
-        let was = s.state;
-        let outcome = s.on_readable(&ctx, &mut self.journal, drain, |r| {
-            if let Ok(_seq) = r {
-                add(&counters.publisher_messages, 1);
-                add(&counters.journal_appended, 1);
-            }
-        });
-        if outcome.more {
+        if c.on_readable(&ctx, &mut self.journal, drain) {
             self.reread.push(key);
         }
-        if outcome.logged_in {
-            add(&counters.logins_accepted, 1);
-            if let Some(t) = &mut self.trust
-                && let Err(e) = t.trust(s.peer.ip())
-            {
-                tracing::warn!(peer = %s.peer, error = %e, "cannot mark the peer trusted in the shield");
+        // Answers (Login Accepted/Rejected, HERZ ERROR) go out at once.
+        c.flush(now);
+        self.handle_events(key, now);
+    }
+
+    /// Acts on what a session reported: counters, log lines, the shield's trust, and the close.
+    fn handle_events(&mut self, key: usize, now: u64) {
+        let mut logins = false;
+        while let Some(event) = self
+            .sessions
+            .get_mut(key)
+            .and_then(|c| c.session.poll_event())
+        {
+            let c = &self.sessions[key];
+            let counters = &self.shared.counters;
+            match event {
+                Event::Appended { count, .. } => {
+                    add(&counters.publisher_messages, count);
+                    add(&counters.journal_appended, count);
+                }
+                Event::LoginAccepted { user, from } => {
+                    add(&counters.logins_accepted, 1);
+                    logins = true;
+                    if let Some(t) = &mut self.trust
+                        && let Err(e) = t.trust(c.peer.ip())
+                    {
+                        tracing::warn!(peer = %c.peer, error = %e, "cannot mark the peer trusted in the shield");
+                    }
+                    tracing::info!(peer = %c.peer, %user, role = ?c.session.role(), from, "login accepted");
+                }
+                Event::LoginRejected(reason) => {
+                    add(&counters.logins_rejected, 1);
+                    if let Some(suppressed) = self.logs.closes.allow(now) {
+                        tracing::info!(peer = %c.peer, ?reason, suppressed, "login rejected");
+                    }
+                }
+                // Counted and logged when the session closes, once the error is written.
+                Event::Refused(_) => {}
+                Event::Close(reason) => {
+                    self.close(key, reason, now);
+                    return;
+                }
             }
-            self.shared
-                .gauges
-                .sessions_pending
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let g = if s.role == Role::Subscriber {
-                &self.shared.gauges.subscribers_active
-            } else {
-                &self.shared.gauges.publishers_active
-            };
-            g.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(peer = %s.peer, user = %s.user, role = ?s.role, from = s.cursor, "login accepted");
         }
-        if was == State::AwaitingLogin && s.state == State::Closing && s.refused().is_none() {
-            add(&counters.logins_rejected, 1);
-            if let Some(suppressed) = self.logs.closes.allow(now) {
-                tracing::info!(peer = %s.peer, suppressed, "login rejected");
-            }
-        }
-        // Answers (Login Accepted/Rejected) go out at once.
-        let flushed = s.flush(now);
-        if let Some(reason) = outcome.close {
-            self.close(key, reason, now);
-        } else if let Pump::Failed(kind) = flushed {
-            self.close(key, CloseReason::SocketError(kind), now);
-        } else if self.sessions[key].state == State::Closing && self.sessions[key].queued() == 0 {
-            let reason = closing_reason(&self.sessions[key]);
-            self.close(key, reason, now);
+        if logins {
+            self.update_session_gauges();
         }
     }
 
+    /// Removes a session whose [`Event::Close`] came: deregisters (abortively for dead or evicted
+    /// peers), withdraws its trust, counts and logs why.
     fn close(&mut self, key: usize, reason: CloseReason, now: u64) {
-        let mut s = self.sessions.remove(key);
-        let _ = self.poll.registry().deregister(&mut s.stream);
-        if !s.user.is_empty()
+        let c = self.sessions.remove(key);
+        let mut stream = c.stream;
+        let _ = self.poll.registry().deregister(&mut stream);
+        let s = &c.session;
+        if s.logged_in()
             && let Some(t) = &mut self.trust
-            && let Err(e) = t.untrust(s.peer.ip())
+            && let Err(e) = t.untrust(c.peer.ip())
         {
-            tracing::warn!(peer = %s.peer, error = %e, "cannot remove the peer's trust in the shield");
+            tracing::warn!(peer = %c.peer, error = %e, "cannot remove the peer's trust in the shield");
         }
-        let c = &self.shared.counters;
+        let counters = &self.shared.counters;
         match &reason {
-            CloseReason::Malformed(_) | CloseReason::Refused(_) => add(&c.malformed_closes, 1),
-            CloseReason::HeartbeatTimeout => add(&c.heartbeat_timeouts, 1),
-            CloseReason::SocketError(_) => add(&c.socket_errors, 1),
-            CloseReason::SlowConsumer => add(&c.slow_disconnects, 1),
+            CloseReason::Malformed(_) | CloseReason::Refused(_) => {
+                add(&counters.malformed_closes, 1)
+            }
+            CloseReason::HeartbeatTimeout => add(&counters.heartbeat_timeouts, 1),
+            CloseReason::SocketError(_) => add(&counters.socket_errors, 1),
+            CloseReason::SlowConsumer => add(&counters.slow_disconnects, 1),
             _ => {}
         }
         if reason.is_abortive() {
-            sock::abort(&s.stream);
+            sock::abort(&stream);
         }
-        let g = &self.shared.gauges;
-        // A session that logged in (user set) counts as active until it closes, whatever its last
-        // state; one that never did counts as pending.
-        let logged_in = !s.user.is_empty();
-        match (logged_in, s.role) {
-            (true, Role::Subscriber) => g
-                .subscribers_active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
-            (true, Role::Publisher) => g
-                .publishers_active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
-            (false, _) => g
-                .sessions_pending
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
-        };
-        let quiet = matches!(
-            reason,
-            CloseReason::Logout
-                | CloseReason::PeerClosed
-                | CloseReason::Rejected
-                | CloseReason::Shutdown
-        );
+        self.update_session_gauges();
         if let Some(suppressed) = self.logs.closes.allow(now) {
-            if quiet {
-                tracing::debug!(peer = %s.peer, user = %s.user, reason = ?reason, "session closed");
+            if reason.is_orderly() {
+                tracing::debug!(peer = %c.peer, user = %s.user(), reason = ?reason, "session closed");
             } else {
-                tracing::warn!(peer = %s.peer, user = %s.user, reason = ?reason, sent = s.sent, suppressed, "session closed");
+                tracing::warn!(peer = %c.peer, user = %s.user(), reason = ?reason, sent = s.sent(), suppressed, "session closed");
             }
         }
     }
 
     fn fan_out(&mut self, now: u64) {
         let max_lag = self.config.subscribers.max_lag;
-        let mut to_close: Vec<(usize, CloseReason)> = Vec::new();
+        let mut ended: Vec<usize> = Vec::new();
         let mut max_seen_lag = 0;
-        for (key, s) in self.sessions.iter_mut() {
-            if s.role != Role::Subscriber || s.state != State::Active {
+        for (key, c) in self.sessions.iter_mut() {
+            let writable = c.writable;
+            let s = &mut c.session;
+            if s.role() != Role::Subscriber || s.state() != State::Active {
                 continue;
             }
-            match s.enforce_lag(&self.journal, max_lag) {
+            match s.enforce_lag(&self.journal, max_lag, writable) {
                 LagAction::None => {}
                 LagAction::Disconnect => {
-                    to_close.push((key, CloseReason::SlowConsumer));
+                    ended.push(key);
                     continue;
                 }
                 LagAction::Dropped(n) => {
                     add(&self.shared.counters.slow_dropped_messages, n);
                     add(&self.shared.counters.slow_drop_events, 1);
                     if let Some(suppressed) = self.logs.slow.allow(now) {
-                        tracing::warn!(peer = %s.peer, user = %s.user, skipped = n, suppressed, "slow consumer: drop-oldest skipped ahead");
+                        tracing::warn!(peer = %c.peer, user = %s.user(), skipped = n, suppressed, "slow consumer: drop-oldest skipped ahead");
                     }
                 }
                 LagAction::Conflated {
@@ -671,37 +662,38 @@ impl Distributor {
                     add(&self.shared.counters.slow_dropped_messages, dropped);
                     add(&self.shared.counters.slow_conflate_events, 1);
                     if let Some(suppressed) = self.logs.slow.allow(now) {
-                        tracing::warn!(peer = %s.peer, user = %s.user, superseded, dropped, suppressed, "slow consumer: conflating backlog");
+                        tracing::warn!(peer = %c.peer, user = %s.user(), superseded, dropped, suppressed, "slow consumer: conflating backlog");
                     }
                 }
             }
             max_seen_lag = max_seen_lag.max(s.lag(&self.journal));
-            if !s.writable {
+            if !c.writable {
                 continue;
             }
-            let (sent_before, bytes_before) = (s.sent, s.bytes_out);
-            let result = s.pump(&self.journal, now);
+            let (sent_before, bytes_before) = (c.session.sent(), c.session.bytes_out());
+            c.pump(&self.journal, now);
+            let s = &c.session;
             add(
                 &self.shared.counters.session_bytes_out,
-                s.bytes_out - bytes_before,
+                s.bytes_out() - bytes_before,
             );
-            if s.sent > sent_before {
+            if s.sent() > sent_before {
                 add(
                     &self.shared.counters.subscriber_messages,
-                    s.sent - sent_before,
+                    s.sent() - sent_before,
                 );
-                if let Some(at) = self.journal.ingest_ns(s.cursor - 1).filter(|at| *at > 0) {
+                if let Some(at) = self.journal.ingest_ns(s.cursor() - 1).filter(|at| *at > 0) {
                     self.shared
                         .latency
                         .record(self.clock.now().saturating_sub(at));
                 }
             }
-            if let Pump::Failed(kind) = result {
-                to_close.push((key, CloseReason::SocketError(kind)));
+            if s.is_closed() {
+                ended.push(key);
             }
         }
-        for (key, reason) in to_close {
-            self.close(key, reason, now);
+        for key in ended {
+            self.handle_events(key, now);
         }
         let g = &self.shared.gauges;
         g.max_lag
@@ -726,6 +718,12 @@ impl Distributor {
                         add(&self.shared.counters.channel_packets, sent.packets);
                         add(&self.shared.counters.channel_messages, sent.messages);
                         add(&self.shared.counters.channel_heartbeats, sent.heartbeats);
+                        if sent.lost > 0 {
+                            add(&self.shared.counters.channel_lost_messages, sent.lost);
+                            if let Some(suppressed) = self.logs.errors.allow(now) {
+                                tracing::warn!(channel = %c.name, lost = sent.lost, suppressed, "multicast channel fell off the journal: messages never sent");
+                            }
+                        }
                         if sent.packets == 0 && sent.messages == 0 {
                             break;
                         }
@@ -751,13 +749,11 @@ impl Distributor {
         let sessions = self
             .sessions
             .iter()
-            .map(|(_, s)| {
-                let lag = if s.role == Role::Subscriber && s.state == State::Active {
-                    s.lag(&self.journal)
-                } else {
-                    0
-                };
-                if s.role == Role::Subscriber && s.state == State::Active {
+            .map(|(_, c)| {
+                let s = &c.session;
+                let subscribed = s.role() == Role::Subscriber && s.state() == State::Active;
+                let lag = if subscribed { s.lag(&self.journal) } else { 0 };
+                if subscribed {
                     let b = match lag {
                         0 => 0,
                         1..=1_000 => 1,
@@ -768,25 +764,13 @@ impl Distributor {
                     lag_buckets[b] += 1;
                 }
                 SessionView {
-                    peer: s.peer.to_string(),
-                    user: s.user.clone(),
-                    role: if s.role == Role::Subscriber {
-                        "subscriber"
-                    } else {
-                        "publisher"
-                    },
-                    state: match s.state {
-                        State::AwaitingLogin => "awaiting-login",
-                        State::Active => "active",
-                        State::Closing => "closing",
-                    },
+                    peer: c.peer.to_string(),
+                    user: s.user().to_string(),
+                    role: s.role(),
+                    state: s.state(),
                     lag,
-                    policy: match s.policy {
-                        crate::config::SlowConsumerPolicy::Disconnect => "disconnect",
-                        crate::config::SlowConsumerPolicy::DropOldest => "drop-oldest",
-                        crate::config::SlowConsumerPolicy::Conflate => "conflate",
-                    },
-                    sent: s.sent,
+                    policy: s.policy(),
+                    sent: s.sent(),
                     queued: s.queued(),
                 }
             })
@@ -831,20 +815,18 @@ impl Distributor {
         self.snapshot(now);
         let hb = self.config.subscribers.heartbeat_ms * 1_000_000;
         let timeout = self.config.subscribers.timeout_ms * 1_000_000;
-        let mut to_close = Vec::new();
-        for (key, s) in self.sessions.iter_mut() {
-            if s.on_timer(now, hb, timeout) {
-                to_close.push((key, CloseReason::HeartbeatTimeout));
-            } else if s.queued() > 0 && s.writable {
-                if let Pump::Failed(kind) = s.flush(now) {
-                    to_close.push((key, CloseReason::SocketError(kind)));
-                } else if s.state == State::Closing && s.queued() == 0 {
-                    to_close.push((key, closing_reason(s)));
-                }
+        let mut ended = Vec::new();
+        for (key, c) in self.sessions.iter_mut() {
+            c.session.on_timer(now, hb, timeout);
+            if !c.session.is_closed() && c.session.queued() > 0 && c.writable {
+                c.flush(now);
+            }
+            if c.session.is_closed() {
+                ended.push(key);
             }
         }
-        for (key, reason) in to_close {
-            self.close(key, reason, now);
+        for key in ended {
+            self.handle_events(key, now);
         }
     }
 
@@ -873,17 +855,18 @@ impl Distributor {
     fn shutdown(&mut self) {
         let now = self.clock.now();
         self.fan_out(now);
-        for (_, s) in self.sessions.iter_mut() {
-            s.end_of_session();
+        for (_, c) in self.sessions.iter_mut() {
+            c.session.end_of_session();
         }
         // Best effort: give sessions up to a second to take their End of Session.
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
             let mut pending = false;
-            for (_, s) in self.sessions.iter_mut() {
-                if s.queued() > 0 {
-                    s.writable = true;
-                    if s.flush(self.clock.now()) == Pump::Ok && s.queued() > 0 {
+            for (_, c) in self.sessions.iter_mut() {
+                if c.session.queued() > 0 && !c.session.is_closed() {
+                    c.writable = true;
+                    c.flush(self.clock.now());
+                    if c.session.queued() > 0 && !c.session.is_closed() {
                         pending = true;
                     }
                 }
@@ -901,14 +884,5 @@ impl Distributor {
             self.close(key, CloseReason::Shutdown, now);
         }
         tracing::info!(journal_head = self.journal.head(), "distributor stopped");
-    }
-}
-
-/// Why a session in `Closing` ends once its last bytes are written: a refused Herz request is malformed
-/// input; otherwise its login was rejected.
-fn closing_reason(s: &Session) -> CloseReason {
-    match s.refused() {
-        Some(why) => CloseReason::Refused(why.to_string()),
-        None => CloseReason::Rejected,
     }
 }

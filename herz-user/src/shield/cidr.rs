@@ -213,13 +213,7 @@ pub fn format_duration(d: Duration) -> String {
 /// The kernel's clock as BPF programs read it: `bpf_ktime_get_ns` is CLOCK_MONOTONIC, so block expiries
 /// written from user space compare correctly with the time the XDP program sees.
 pub fn ktime_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    herz_client::clock::mono_ns()
 }
 
 #[cfg(test)]

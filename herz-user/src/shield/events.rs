@@ -32,6 +32,8 @@ use aya::maps::{HashMap as BpfHashMap, MapData, MapError, RingBuf};
 use herz_common::{BlockEntry, DropReason, EventKind, FlowKey, FlowState, Origin, maps};
 use serde::Serialize;
 
+use crate::ratelog::RateLimitedLog;
+
 use super::{
     Cidr, ShieldError,
     cidr::{format_duration, ktime_now_ns},
@@ -150,57 +152,6 @@ impl EventStats {
     }
 }
 
-/// At most `per_sec` lines a second; the rest are counted and reported with the next line let through
-/// (or on their own once the second is over).
-#[derive(Debug)]
-pub struct LineBudget {
-    per_sec: u32,
-    window_start: Instant,
-    used: u32,
-    suppressed: u64,
-}
-
-impl LineBudget {
-    /// A budget of `per_sec` lines a second.
-    pub fn new(per_sec: u32) -> Self {
-        Self {
-            per_sec,
-            window_start: Instant::now(),
-            used: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Whether a line may be written at `now`; if so, how many were suppressed before it.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        self.roll(now);
-        if self.used < self.per_sec {
-            self.used += 1;
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
-
-    /// Suppressed lines not yet reported, once their second is over (for a summary line).
-    pub fn overdue(&mut self, now: Instant) -> Option<u64> {
-        if self.suppressed > 0 && now.duration_since(self.window_start) >= Duration::from_secs(1) {
-            self.roll(now);
-            self.used = 1;
-            return Some(std::mem::take(&mut self.suppressed));
-        }
-        None
-    }
-
-    fn roll(&mut self, now: Instant) {
-        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
-            self.window_start = now;
-            self.used = 0;
-        }
-    }
-}
-
 fn log_event(ev: &Event, suppressed: u64) {
     match ev {
         Event::Threshold {
@@ -280,7 +231,7 @@ impl EventPump {
             established,
             tc_ingress,
             stats: stats.clone(),
-            budget: LineBudget::new(LINES_PER_SEC),
+            budget: RateLimitedLog::new(LINES_PER_SEC),
             blocks_seen: BTreeMap::new(),
             suspects: HashSet::new(),
         };
@@ -319,7 +270,7 @@ struct Worker {
     established: BpfHashMap<MapData, FlowKey, FlowState>,
     tc_ingress: Option<OwnedFd>,
     stats: Arc<EventStats>,
-    budget: LineBudget,
+    budget: RateLimitedLog,
     /// The blocklist as last seen: network → (origin, created_ns).
     blocks_seen: BTreeMap<Cidr, (u32, u64)>,
     /// Established flows without a socket at the last check (closed if still so at the next).
@@ -359,7 +310,7 @@ impl Worker {
                     tracing::debug!(error = %e, "shield: established-flow check failed");
                 }
             }
-            if let Some(n) = self.budget.overdue(Instant::now()) {
+            if let Some(n) = self.budget.overdue(ktime_now_ns()) {
                 tracing::warn!(
                     suppressed = n,
                     "shield: event log lines suppressed by the rate limit"
@@ -385,7 +336,7 @@ impl Worker {
 
     fn emit(&mut self, ev: Event) {
         self.stats.count(&ev);
-        match self.budget.allow(Instant::now()) {
+        match self.budget.allow(ktime_now_ns()) {
             Some(suppressed) => log_event(&ev, suppressed),
             None => {
                 self.stats.lines_suppressed.fetch_add(1, Ordering::Relaxed);
@@ -637,17 +588,6 @@ fn inject_rst(prog: &OwnedFd, flow: &FlowKey) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn budget_limits_lines_and_reports_suppressed() {
-        let t = Instant::now();
-        let mut b = LineBudget::new(3);
-        let allowed = (0..100).filter(|_| b.allow(t).is_some()).count();
-        assert_eq!(allowed, 3);
-        assert_eq!(b.overdue(t), None, "not before the second is over");
-        assert_eq!(b.overdue(t + Duration::from_millis(1100)), Some(97));
-        assert_eq!(b.allow(t + Duration::from_millis(1200)), Some(0));
-    }
 
     #[test]
     fn events_decode() {
