@@ -66,8 +66,8 @@ fn metrics_count_exactly_what_was_sent() {
         prometheus_parse::Value::Histogram(b) => assert!(b.last().unwrap().count > 0.0, "{b:?}"),
         other => panic!("{other:?}"),
     }
-    assert!(sample(&m, "herz_open_fds") > 0.0);
-    assert!(sample(&m, "herz_rss_bytes") > 0.0);
+    assert!(sample(&m, "process_open_fds") > 0.0);
+    assert!(sample(&m, "process_resident_memory_bytes") > 0.0);
     assert_eq!(sample(&m, "herz_shield_active"), 0.0);
 
     let (status, body) = http_get(&ep, "/healthz");

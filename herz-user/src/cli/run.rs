@@ -60,6 +60,7 @@ pub fn run(
                 shield: status.shield.clone(),
                 pin_path,
                 started: distributor.started(),
+                shield_events: shield.as_ref().and_then(|s| s.event_stats()),
             },
         )?;
     }

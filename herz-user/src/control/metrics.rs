@@ -19,7 +19,95 @@ pub struct HerzCollector {
     pub shared: Arc<Shared>,
     /// Where the shield's maps are pinned, when it is active.
     pub pin_path: Option<PathBuf>,
+    /// The shield's event counters, when it is active.
+    pub events: Option<Arc<crate::shield::EventStats>>,
 }
+
+/// The lag ranges of `herz_subscribers_by_lag`, in the order of the loop's lag gauges.
+const LAG_RANGES: [&str; 5] = ["0", "1-1000", "1001-10000", "10001-100000", "100001+"];
+
+/// One metric family of the shield's kernel counters: the counters it takes (by their map name) and the
+/// label value each gets.
+struct ShieldFamily {
+    metric: &'static str,
+    help: &'static str,
+    label: &'static str,
+    members: &'static [(&'static str, &'static str)],
+}
+
+impl ShieldFamily {
+    fn label_of(&self, counter: &str) -> Option<&'static str> {
+        self.members
+            .iter()
+            .find(|(c, _)| *c == counter)
+            .map(|(_, l)| *l)
+    }
+}
+
+/// Every kernel counter but `herz_bytes` (its own metric) belongs to exactly one family.
+const SHIELD_FAMILIES: [ShieldFamily; 5] = [
+    ShieldFamily {
+        metric: "herz_shield_drops",
+        help: "Frames the shield dropped, by reason.",
+        label: "reason",
+        members: &[
+            ("drop_blocked", "blocked"),
+            ("drop_auto_blocked", "auto_blocked"),
+            ("drop_syn_rate", "syn_rate"),
+            ("drop_half_open", "half_open"),
+            ("drop_conn_limit", "conn_limit"),
+            ("drop_global_syn", "global_syn"),
+            ("drop_feed_source", "feed_source"),
+            ("drop_udp_rate", "udp_rate"),
+        ],
+    },
+    ShieldFamily {
+        metric: "herz_shield_frames",
+        help: "Frames the XDP program saw, by kind: all; to_herz (to a Herz port), and of those syn and udp; other_port, not_ip, fragment, malformed (passed untouched).",
+        label: "kind",
+        members: &[
+            ("xdp_frames", "all"),
+            ("herz_packets", "to_herz"),
+            ("herz_tcp_syn", "syn"),
+            ("herz_udp", "udp"),
+            ("other_ports", "other_port"),
+            ("not_ip", "not_ip"),
+            ("fragments", "fragment"),
+            ("malformed", "malformed"),
+        ],
+    },
+    ShieldFamily {
+        metric: "herz_shield_passes",
+        help: "Frames to Herz's ports passed without the flood rules, by why.",
+        label: "why",
+        members: &[("allowlisted", "allowlisted"), ("trusted_pass", "trusted")],
+    },
+    ShieldFamily {
+        metric: "herz_shield_handshake_packets",
+        help: "TCP handshake and teardown packets the tc programs followed, by packet.",
+        label: "packet",
+        members: &[
+            ("handshake_syn_in", "syn_in"),
+            ("handshake_synack_out", "synack_out"),
+            ("handshake_ack_in", "ack_in"),
+            ("fin_in", "fin_in"),
+            ("rst_in", "rst_in"),
+        ],
+    },
+    ShieldFamily {
+        metric: "herz_shield_kernel_events",
+        help: "Kernel-side shield events: auto-blocks, expired blocks seen, events lost, connections opened, closed and not recorded (table full).",
+        label: "event",
+        members: &[
+            ("auto_blocks", "auto_block"),
+            ("block_expired", "block_expired"),
+            ("events_lost", "event_lost"),
+            ("conn_established", "conn_established"),
+            ("conn_closed", "conn_closed"),
+            ("conn_table_full", "conn_table_full"),
+        ],
+    },
+];
 
 fn counter(
     enc: &mut DescriptorEncoder,
@@ -92,22 +180,20 @@ impl Collector for HerzCollector {
         }
         gauge(
             &mut enc,
-            "herz_subscriber_max_lag",
+            "herz_subscriber_max_lag_messages",
             "Largest subscriber lag, messages behind the journal head.",
             g.max_lag.load(Relaxed) as i64,
         )?;
         {
+            // Ranges, not cumulative buckets: each subscriber is counted in exactly one.
             let mut m = enc.encode_descriptor(
                 "herz_subscribers_by_lag",
-                "Active subscribers by lag bucket (messages behind the head).",
+                "Active subscribers by lag range (messages behind the journal head); each in one range.",
                 None,
                 MetricType::Gauge,
             )?;
-            for (le, v) in ["0", "1000", "10000", "100000", "+Inf"]
-                .iter()
-                .zip(&g.lag_buckets)
-            {
-                let labels = [("lag_le", *le)];
+            for (range, v) in LAG_RANGES.iter().zip(&g.lag_buckets) {
+                let labels = [("lag", *range)];
                 ConstGauge::new(v.load(Relaxed) as i64).encode(m.encode_family(&labels)?)?;
             }
         }
@@ -165,14 +251,19 @@ impl Collector for HerzCollector {
                 ConstCounter::new(pick(s)).encode(m.encode_family(&labels)?)?;
             }
         }
-        // Process resources.
+        // Process resources, by the names Prometheus' client libraries use.
         gauge(
             &mut enc,
-            "herz_open_fds",
-            "Open file descriptors.",
+            "process_open_fds",
+            "Number of open file descriptors.",
             open_fds(),
         )?;
-        gauge(&mut enc, "herz_rss_bytes", "Resident memory.", rss_bytes())?;
+        gauge(
+            &mut enc,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss_bytes(),
+        )?;
         // The shield.
         let globals = self
             .pin_path
@@ -185,16 +276,54 @@ impl Collector for HerzCollector {
             i64::from(globals.is_some()),
         )?;
         if let Some(globals) = globals {
-            let mut m = enc.encode_descriptor(
-                "herz_shield",
-                "Shield kernel counters by name (drops by reason among them).",
+            for family in SHIELD_FAMILIES {
+                let members: Vec<(&str, u64)> = globals
+                    .0
+                    .iter()
+                    .filter_map(|(name, v)| family.label_of(name).map(|l| (l, *v)))
+                    .collect();
+                let mut m =
+                    enc.encode_descriptor(family.metric, family.help, None, MetricType::Counter)?;
+                for (value_label, v) in members {
+                    let labels = [(family.label, value_label)];
+                    ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+                }
+            }
+            if let Some((_, bytes)) = globals.0.iter().find(|(n, _)| *n == "herz_bytes") {
+                counter(
+                    &mut enc,
+                    "herz_shield_herz_port_bytes",
+                    "Bytes of the frames to Herz's ports that the XDP program saw.",
+                    *bytes,
+                )?;
+            }
+        }
+        if let Some(ev) = &self.events {
+            {
+                let mut m = enc.encode_descriptor(
+                "herz_shield_events",
+                "Shield events handled by the daemon (threshold crossings, blocks, expiries, stale connections closed).",
                 None,
                 MetricType::Counter,
             )?;
-            for (name, value) in &globals.0 {
-                let labels = [("counter", *name)];
-                ConstCounter::new(*value).encode(m.encode_family(&labels)?)?;
+                for (event, v) in [
+                    ("threshold", &ev.thresholds),
+                    ("auto_block", &ev.auto_blocks),
+                    ("block", &ev.blocks),
+                    ("unblock", &ev.unblocks),
+                    ("expired", &ev.expired),
+                    ("stale_connection", &ev.stale_connections),
+                ] {
+                    ConstCounter::new(v.load(Relaxed))
+                        .encode(m.encode_family(&[("event", event)])?)?;
+                }
             }
+            counter(
+                &mut enc,
+                "herz_shield_log_lines_suppressed",
+                "Shield event log lines held back by the rate limit.",
+                ev.lines_suppressed.load(Relaxed),
+            )?;
         }
         if let Some(p) = &self.pin_path {
             if let Ok(rows) = crate::shield::pinned::read_sources(p) {
@@ -254,4 +383,22 @@ fn rss_bytes() -> i64 {
         .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_counter_is_exported_in_exactly_one_place() {
+        for c in herz_common::Counter::ALL {
+            let name = c.label();
+            let homes = SHIELD_FAMILIES
+                .iter()
+                .filter(|f| f.label_of(name).is_some())
+                .count()
+                + usize::from(name == "herz_bytes");
+            assert_eq!(homes, 1, "{name}");
+        }
+    }
 }

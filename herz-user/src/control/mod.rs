@@ -29,6 +29,8 @@ pub struct ControlContext {
     pub pin_path: Option<PathBuf>,
     /// When the loop started (its clock's zero).
     pub started: Instant,
+    /// The shield's event counters, when it is active.
+    pub shield_events: Option<Arc<crate::shield::EventStats>>,
 }
 
 struct AppState {
@@ -59,6 +61,7 @@ pub fn start(listen: SocketAddr, ctx: ControlContext) -> anyhow::Result<()> {
                 registry.register_collector(Box::new(metrics::HerzCollector {
                     shared: ctx.shared.clone(),
                     pin_path: ctx.pin_path.clone(),
+                    events: ctx.shield_events.clone(),
                 }));
                 let state = Arc::new(AppState {
                     ctx: ctx.clone(),

@@ -1,0 +1,126 @@
+//! Unit tests of the configuration: defaults, validation, and the errors that name the key.
+
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::from_toml(text, "test.toml")
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn defaults_validate() {
+    let c = Config::load(None).unwrap();
+    assert_eq!(c.shield.interfaces, vec!["lo".to_string()]);
+    assert!(c.shield_tcp_ports().contains(&7100));
+}
+
+#[test]
+fn session_name_defaults_to_the_date() {
+    let date = time::Date::from_calendar_date(2025, time::Month::November, 6).unwrap();
+    assert_eq!(session_name_for(date), "HZ20251106");
+    let name = Config::default().session_name();
+    assert_eq!(name.len(), 10);
+    assert!(name.starts_with("HZ"));
+}
+
+#[test]
+fn channels_and_feeds_are_validated() {
+    let e = err("[[channels]]\nname = \"all\"\ngroup = \"198.18.0.1:6000\"\n");
+    assert!(
+        e.contains("channels[0].group") && e.contains("not a multicast"),
+        "{e}"
+    );
+    let e = err("[[feeds]]\nname = \"f\"\nlines = []\n");
+    assert!(e.contains("feeds[0].lines"), "{e}");
+    let e = err("[subscribers]\npolicy = \"sometimes\"\n");
+    assert!(e.contains("subscribers.policy"), "{e}");
+    let e = err("[[subscribers.users]]\nname = \"toolongname\"\npassword = \"x\"\n");
+    assert!(e.contains("subscribers.users[0].name"), "{e}");
+}
+
+#[test]
+fn the_deployment_example_is_valid() {
+    let c = Config::from_toml(
+        include_str!("../../../deploy/herz.example.toml"),
+        "herz.example.toml",
+    )
+    .unwrap();
+    assert_eq!(c.feeds[0].lines.len(), 2);
+    assert_eq!(c.channels.len(), 2);
+}
+
+#[test]
+fn empty_file_is_the_defaults() {
+    let c = Config::from_toml("", "empty").unwrap();
+    assert_eq!(c.subscribers.listen, Config::default().subscribers.listen);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err("[shield]\ninterfacez = [\"lo\"]\n");
+    assert!(e.contains("shield.interfacez"), "{e}");
+    assert!(e.contains("unknown field"), "{e}");
+    let e = err("[shieldd]\n");
+    assert!(e.contains("shieldd"), "{e}");
+}
+
+#[test]
+fn bad_address_is_named() {
+    let e = err("[subscribers]\nlisten = \"300.1.1.1:7100\"\n");
+    assert!(e.contains("subscribers.listen"), "{e}");
+    let e = err("[publishers]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(
+        e.contains("publishers.listen") && e.contains("port 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_are_named() {
+    let e = err("[shield]\ninterfaces = [\"lo\", \"lo\"]\n");
+    assert!(
+        e.contains("shield.interfaces[1]") && e.contains("twice"),
+        "{e}"
+    );
+    let e = err("[shield]\npin_path = \"relative\"\n");
+    assert!(e.contains("shield.pin_path"), "{e}");
+    let e = err("[shield]\nxdp_mode = \"turbo\"\n");
+    assert!(e.contains("shield.xdp_mode"), "{e}");
+    let e = err("[log]\nlevel = \"info,=[\"\n");
+    assert!(e.contains("log.level"), "{e}");
+    let e = err("[shield]\nextra_udp_ports = [7102, 0]\n");
+    assert!(e.contains("shield.extra_udp_ports[1]"), "{e}");
+    let e = err("[shield]\nenabled = \"yes\"\n");
+    assert!(e.contains("shield.enabled"), "{e}");
+}
+
+#[test]
+fn shield_policy_keys_parse_and_are_validated() {
+    let c = Config::from_toml(
+        "[shield]\nsyn_rate = 5\nsyn_burst = 10\nallow = [\"198.18.0.0/15\", \"2001:db8::/32\"]\n\
+         block = [\"198.18.9.9\"]\nfeed_sources = [\"198.18.1.0/24\"]\nautoblock_ttl_secs = 60\n",
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!((c.shield.syn_rate, c.shield.syn_burst), (5, 10));
+    assert_eq!(c.shield.allow[1].to_string(), "2001:db8::/32");
+    assert_eq!(c.shield.block[0].to_string(), "198.18.9.9/32");
+    let e = err("[shield]\nallow = [\"198.18.0.0/15\", \"198.18.0.300/24\"]\n");
+    assert!(
+        e.contains("shield.allow[1]") && e.contains("not a CIDR"),
+        "{e}"
+    );
+    let e = err("[shield]\nblock = [\"10.0.0.0/40\"]\n");
+    assert!(e.contains("shield.block[0]") && e.contains("/40"), "{e}");
+    let e = err("[shield]\nsyn_rate = 10\nsyn_burst = 0\n");
+    assert!(e.contains("shield.syn_burst"), "{e}");
+    let e = err("[shield]\nudp_rate = 99999999999\nudp_burst = 1\n");
+    assert!(e.contains("shield.udp_rate"), "{e}");
+    let e = err("[shield]\nhalf_open_timeout_ms = 0\n");
+    assert!(e.contains("shield.half_open_timeout_ms"), "{e}");
+    let e = err("[shield]\nautoblock_after = 3\nautoblock_window_ms = 0\n");
+    assert!(e.contains("shield.autoblock_window_ms"), "{e}");
+    let e = err("[shield]\nsyn_ratee = 3\n");
+    assert!(e.contains("shield.syn_ratee"), "{e}");
+}
