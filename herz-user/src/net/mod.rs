@@ -14,6 +14,7 @@ mod feed;
 mod rerequest;
 pub mod session;
 pub mod sock;
+mod stats;
 mod tokens;
 
 use std::{
@@ -33,51 +34,13 @@ use herz_core::{
 use mio::{Events, Interest, Poll, net::TcpListener, unix::SourceFd};
 use slab::Slab;
 
+use crate::config::Config;
 use crate::ratelog::RateLimitedLog;
-use crate::{
-    config::Config,
-    control::state::{ChannelView, FeedView, SessionView, StateSnapshot},
-};
-use counters::{AtomicHistogram, Counters, Gauges, add};
+use counters::add;
 use herz_core::session::{CloseReason, Ctx, Event, LagAction, Role, State};
 use session::Conn;
+pub use stats::{NamedStats, Shared};
 use tokens::{Owner, Tokens};
-
-/// Shared view of the hot loop for the control plane: atomics written by the loop, read at scrape
-/// time; a state snapshot refreshed twice a second.
-#[derive(Debug, Default)]
-pub struct Shared {
-    /// Counters.
-    pub counters: Counters,
-    /// Gauges.
-    pub gauges: Gauges,
-    /// End-to-end latency, journal ingest to socket write (one observation per write, for the newest
-    /// message it carried).
-    pub latency: AtomicHistogram,
-    /// Event-loop iteration time (from waking up to waiting again).
-    pub loop_time: AtomicHistogram,
-    /// Per feed, in configuration order.
-    pub feeds: Vec<NamedStats>,
-    /// Per channel, in configuration order.
-    pub channels: Vec<NamedStats>,
-    /// Operator's view, refreshed by the loop.
-    pub state: std::sync::Mutex<StateSnapshot>,
-}
-
-/// Counters of one feed or channel (label values come from the configuration, so they are bounded).
-#[derive(Debug, Default)]
-pub struct NamedStats {
-    /// Feed or channel name.
-    pub name: String,
-    /// Messages in (feed) or out (channel).
-    pub messages: std::sync::atomic::AtomicU64,
-    /// Packets in or out.
-    pub packets: std::sync::atomic::AtomicU64,
-    /// Message bytes in (feed) or payload bytes out (channel).
-    pub bytes: std::sync::atomic::AtomicU64,
-    /// Monotonic ns of the last packet (feeds).
-    pub last_packet_ns: std::sync::atomic::AtomicU64,
-}
 
 /// Monotonic nanoseconds since the loop started.
 #[derive(Debug, Clone, Copy)]
@@ -500,7 +463,7 @@ impl Distributor {
                 s.policy,
                 now,
             ));
-            self.update_session_gauges();
+            self.shared.count_sessions(&self.sessions);
         }
     }
 
@@ -509,23 +472,6 @@ impl Distributor {
             .iter()
             .filter(|(_, c)| c.session.role() == role)
             .count()
-    }
-
-    /// The session gauges, counted from the sessions themselves (after every accept, login and close).
-    fn update_session_gauges(&self) {
-        let (mut pending, mut subscribers, mut publishers) = (0, 0, 0);
-        for (_, c) in &self.sessions {
-            match (c.session.logged_in(), c.session.role()) {
-                (false, _) => pending += 1,
-                (true, Role::Subscriber) => subscribers += 1,
-                (true, Role::Publisher) => publishers += 1,
-            }
-        }
-        let g = &self.shared.gauges;
-        let relaxed = std::sync::atomic::Ordering::Relaxed;
-        g.sessions_pending.store(pending, relaxed);
-        g.subscribers_active.store(subscribers, relaxed);
-        g.publishers_active.store(publishers, relaxed);
     }
 
     /// Reads a session's socket; `drain`: read until it would block (see [`Conn::on_readable`]).
@@ -591,7 +537,7 @@ impl Distributor {
             }
         }
         if logins {
-            self.update_session_gauges();
+            self.shared.count_sessions(&self.sessions);
         }
     }
 
@@ -621,7 +567,7 @@ impl Distributor {
         if reason.is_abortive() {
             sock::abort(&stream);
         }
-        self.update_session_gauges();
+        self.shared.count_sessions(&self.sessions);
         if let Some(suppressed) = self.logs.closes.allow(now) {
             if reason.is_orderly() {
                 tracing::debug!(peer = %c.peer, user = %s.user(), reason = ?reason, "session closed");
@@ -744,71 +690,13 @@ impl Distributor {
             return;
         }
         self.last_snapshot = now;
-        let head = self.journal.head();
-        let mut lag_buckets = [0u64; 5];
-        let sessions = self
-            .sessions
-            .iter()
-            .map(|(_, c)| {
-                let s = &c.session;
-                let subscribed = s.role() == Role::Subscriber && s.state() == State::Active;
-                let lag = if subscribed { s.lag(&self.journal) } else { 0 };
-                if subscribed {
-                    let b = match lag {
-                        0 => 0,
-                        1..=1_000 => 1,
-                        1_001..=10_000 => 2,
-                        10_001..=100_000 => 3,
-                        _ => 4,
-                    };
-                    lag_buckets[b] += 1;
-                }
-                SessionView {
-                    peer: c.peer.to_string(),
-                    user: s.user().to_string(),
-                    role: s.role(),
-                    state: s.state(),
-                    lag,
-                    policy: s.policy(),
-                    sent: s.sent(),
-                    queued: s.queued(),
-                }
-            })
-            .collect();
-        for (g, v) in self.shared.gauges.lag_buckets.iter().zip(lag_buckets) {
-            g.store(v, std::sync::atomic::Ordering::Relaxed);
-        }
-        let snap = StateSnapshot {
-            session: self.session_name.to_string(),
-            journal_head: head,
-            journal_tail: self.journal.tail(),
-            sessions,
-            channels: self
-                .channels
-                .iter()
-                .map(|c| ChannelView {
-                    name: c.name.clone(),
-                    group: c.group.to_string(),
-                    next_seq: c.next_seq,
-                })
-                .collect(),
-            feeds: self
-                .shared
-                .feeds
-                .iter()
-                .map(|f| {
-                    let last = f.last_packet_ns.load(std::sync::atomic::Ordering::Relaxed);
-                    FeedView {
-                        name: f.name.clone(),
-                        messages: f.messages.load(std::sync::atomic::Ordering::Relaxed),
-                        idle_secs: (last > 0).then(|| now.saturating_sub(last) as f64 / 1e9),
-                    }
-                })
-                .collect(),
-        };
-        if let Ok(mut st) = self.shared.state.lock() {
-            *st = snap;
-        }
+        self.shared.publish_snapshot(
+            self.session_name,
+            &self.journal,
+            &self.sessions,
+            &self.channels,
+            now,
+        );
     }
 
     fn timers(&mut self, now: u64) {

@@ -1,3 +1,5 @@
+//! Unit tests of the SoupBinTCP codec and the Herz control packets.
+
 use super::herz::{encode_error_packet, encode_filter_packets, encode_skip_packet};
 use super::*;
 use crate::protocol::tick::Symbol;

@@ -1,0 +1,211 @@
+//! Validation of a parsed configuration: every error names the key at fault and why.
+
+use super::*;
+
+impl Config {
+    pub(super) fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            origin: origin.into(),
+            key: key.into(),
+            message,
+        };
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("not a valid level or filter: {e}")))?;
+        if self.shield.enabled && self.shield.interfaces.is_empty() {
+            return Err(invalid(
+                "shield.interfaces",
+                "must name at least one interface".into(),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, name) in self.shield.interfaces.iter().enumerate() {
+            let key = format!("shield.interfaces[{i}]");
+            if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+                return Err(invalid(
+                    &key,
+                    format!("`{name}` is not a valid interface name"),
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(invalid(&key, format!("interface `{name}` is listed twice")));
+            }
+        }
+        if let Err((key, message)) = self.shield.validate_policy() {
+            return Err(invalid(&key, message));
+        }
+        if !self.shield.pin_path.is_absolute() {
+            return Err(invalid(
+                "shield.pin_path",
+                "must be an absolute path under a bpffs mount".into(),
+            ));
+        }
+        for (key, addr) in [
+            ("subscribers.listen", self.subscribers.listen),
+            ("publishers.listen", self.publishers.listen),
+        ] {
+            if addr.port() == 0 {
+                return Err(invalid(
+                    key,
+                    format!("{addr}: port 0 is not allowed, name a fixed port"),
+                ));
+            }
+            if let IpAddr::V4(v4) = addr.ip()
+                && (v4.is_multicast() || v4.is_broadcast())
+            {
+                return Err(invalid(key, format!("{addr}: not a unicast address")));
+            }
+        }
+        if self.subscribers.listen == self.publishers.listen {
+            return Err(invalid(
+                "publishers.listen",
+                format!("{} is already subscribers.listen", self.publishers.listen),
+            ));
+        }
+        for (section, users) in [
+            ("subscribers", &self.subscribers.users),
+            ("publishers", &self.publishers.users),
+        ] {
+            for (i, u) in users.iter().enumerate() {
+                if u.name.is_empty()
+                    || u.name.len() > 6
+                    || !u.name.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(invalid(
+                        &format!("{section}.users[{i}].name"),
+                        format!("`{}`: 1 to 6 printable characters", u.name),
+                    ));
+                }
+                if u.password.len() > 10 || !u.password.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(invalid(
+                        &format!("{section}.users[{i}].password"),
+                        "at most 10 printable characters".into(),
+                    ));
+                }
+            }
+        }
+        let s = &self.subscribers;
+        if s.max_lag == 0 {
+            return Err(invalid("subscribers.max_lag", "must be positive".into()));
+        }
+        if s.output_buffer < 4096 {
+            return Err(invalid(
+                "subscribers.output_buffer",
+                format!("{} bytes is too small (at least 4096)", s.output_buffer),
+            ));
+        }
+        if s.heartbeat_ms == 0 || s.timeout_ms <= s.heartbeat_ms {
+            return Err(invalid(
+                "subscribers.timeout_ms",
+                "must be larger than subscribers.heartbeat_ms (> 0)".into(),
+            ));
+        }
+        let j = &self.journal;
+        if j.max_message_len < 9 || j.max_message_len > 65_000 {
+            return Err(invalid(
+                "journal.max_message_len",
+                format!("{}: must be between 9 and 65000", j.max_message_len),
+            ));
+        }
+        if j.max_messages == 0 {
+            return Err(invalid("journal.max_messages", "must be positive".into()));
+        }
+        if j.max_bytes < 2 * j.max_message_len {
+            return Err(invalid(
+                "journal.max_bytes",
+                "must be at least twice journal.max_message_len".into(),
+            ));
+        }
+        if j.session.len() > 10 || !j.session.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "journal.session",
+                format!("`{}`: at most 10 printable characters", j.session),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, f) in self.feeds.iter().enumerate() {
+            if f.lines.is_empty() || f.lines.len() > 2 {
+                return Err(invalid(
+                    &format!("feeds[{i}].lines"),
+                    "one line, or two (A and B)".into(),
+                ));
+            }
+            if !names.insert(format!("feed:{}", f.name)) {
+                return Err(invalid(
+                    &format!("feeds[{i}].name"),
+                    format!("`{}` is used twice", f.name),
+                ));
+            }
+            for (k, l) in f.lines.iter().enumerate() {
+                if l.port() == 0 {
+                    return Err(invalid(
+                        &format!("feeds[{i}].lines[{k}]"),
+                        "port 0 is not allowed".into(),
+                    ));
+                }
+            }
+        }
+        let mut sessions = BTreeSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            if !c.group.ip().is_multicast() {
+                return Err(invalid(
+                    &format!("channels[{i}].group"),
+                    format!("{} is not a multicast group", c.group),
+                ));
+            }
+            if !names.insert(format!("channel:{}", c.name)) {
+                return Err(invalid(
+                    &format!("channels[{i}].name"),
+                    format!("`{}` is used twice", c.name),
+                ));
+            }
+            if c.max_payload < 64 || c.max_payload > 8972 {
+                return Err(invalid(
+                    &format!("channels[{i}].max_payload"),
+                    "between 64 and 8972 bytes".into(),
+                ));
+            }
+            if c.max_payload < 20 + 2 + j.max_message_len {
+                return Err(invalid(
+                    &format!("channels[{i}].max_payload"),
+                    "must hold one journal.max_message_len message".into(),
+                ));
+            }
+            let session = c.session.clone().unwrap_or_default();
+            if session.len() > 10 || !session.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    &format!("channels[{i}].session"),
+                    "at most 10 printable characters".into(),
+                ));
+            }
+            if !sessions.insert(session.clone()) {
+                return Err(invalid(
+                    &format!("channels[{i}].session"),
+                    "two channels share a session name; give each its own".into(),
+                ));
+            }
+            for (k, sym) in c.symbols.iter().chain(c.prefixes.iter()).enumerate() {
+                if sym.is_empty()
+                    || sym.len() > 8
+                    || !sym.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+                {
+                    return Err(invalid(
+                        &format!("channels[{i}].symbols/prefixes[{k}]"),
+                        format!("`{sym}` is not a symbol"),
+                    ));
+                }
+            }
+        }
+        for (key, ports) in [
+            ("shield.extra_tcp_ports", &self.shield.extra_tcp_ports),
+            ("shield.extra_udp_ports", &self.shield.extra_udp_ports),
+        ] {
+            if let Some(i) = ports.iter().position(|p| *p == 0) {
+                return Err(invalid(
+                    &format!("{key}[{i}]"),
+                    "port 0 is not a port".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
