@@ -514,36 +514,19 @@ pub fn mcast_sender(group: SocketAddrV4) -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// Sends every packet with `sendmmsg`, 32 per call.
+/// Sends every packet with `sendmmsg` (herz-sys batching), retrying what the socket did not take.
 pub fn sendmmsg_all(fd: i32, packets: &[&[u8]]) -> io::Result<()> {
-    const B: usize = 32;
     let mut sent = 0;
     while sent < packets.len() {
-        let chunk = &packets[sent..packets.len().min(sent + B)];
-        // SAFETY: plain-data arrays, zero is a valid value.
-        let mut iovs: [libc::iovec; B] = unsafe { mem::zeroed() };
-        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
-        let mut msgs: [libc::mmsghdr; B] = unsafe { mem::zeroed() };
-        for (i, p) in chunk.iter().enumerate() {
-            iovs[i] = libc::iovec {
-                iov_base: p.as_ptr() as *mut _,
-                iov_len: p.len(),
-            };
-            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: msgs/iovs point into `packets`, which outlive the call; the count matches.
-        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), chunk.len() as u32, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
+        match herz_sys::mmsg::send_connected(fd, &packets[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) => match e.kind() {
                 io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
                 // No member on the group (ICMP from an earlier datagram): not a failure for multicast.
                 io::ErrorKind::ConnectionRefused => continue,
                 _ => return Err(e),
-            }
+            },
         }
-        sent += n as usize;
     }
     Ok(())
 }

@@ -180,9 +180,6 @@ fn mold_socket(group: SocketAddrV4) -> io::Result<Socket> {
     Ok(sock)
 }
 
-const BATCH: usize = 32;
-const DGRAM: usize = 2048;
-
 fn mold(
     group: SocketAddrV4,
     ctl: SubCtl,
@@ -194,7 +191,7 @@ fn mold(
         Err(e) => return setup_failed(chk, &ready, format!("multicast {group}: {e}")),
     };
     let _ = ready.send(Ok(()));
-    let mut bufs = vec![[0u8; DGRAM]; BATCH];
+    let mut batch = herz_sys::mmsg::RecvBatch::default();
     let mut last = Instant::now();
     let stopped = loop {
         if chk.done() {
@@ -203,44 +200,15 @@ fn mold(
         if let Some(why) = ctl.should_stop(last) {
             break Some(why);
         }
-        // SAFETY: plain-data arrays, zero is a valid value.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
-        // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
-        for i in 0..BATCH {
-            iovs[i] = libc::iovec {
-                iov_base: bufs[i].as_mut_ptr() as *mut _,
-                iov_len: DGRAM,
-            };
-            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: msgs/iovs point into `bufs`, alive for the call; the count matches. Blocks for the
-        // first datagram up to SO_RCVTIMEO.
-        let n = unsafe {
-            libc::recvmmsg(
-                sock.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+        // Blocks for the first datagram up to SO_RCVTIMEO.
+        let n = match batch.recv_with(sock.as_raw_fd(), libc::MSG_WAITFORONE) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Some(format!("recvmmsg: {e}")),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => {
-                    continue;
-                }
-                _ => break Some(format!("recvmmsg: {e}")),
-            }
-        }
         let before = chk.received();
-        for i in 0..n as usize {
-            let len = msgs[i].msg_len as usize;
-            let Ok(p) = Packet::parse(&bufs[i][..len]) else {
+        for i in 0..n {
+            let Ok(p) = Packet::parse(batch.get(i).0) else {
                 chk.withheld("invalid MoldUDP64 datagram", 0);
                 continue;
             };

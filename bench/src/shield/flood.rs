@@ -306,9 +306,7 @@ pub fn af_packet(
 // --- In-kernel generator ---------------------------------------------------------------------
 
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const HELPER_GET_PRANDOM_U32: i32 = 7;
 const HELPER_REDIRECT: i32 = 23;
 
@@ -390,28 +388,6 @@ struct ProgLoadAttr {
     _rest: [u64; 8],
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-    _rest: [u64; 4],
-}
-
 fn load_program(ifindex: i32, random_source: bool) -> anyhow::Result<OwnedFd> {
     let insns = program(ifindex, random_source);
     let license = b"GPL\0";
@@ -466,32 +442,20 @@ pub fn xdp_redirect(
     // Each live-frames run sets up its own page pool (milliseconds): paced runs go in 1 ms slices and
     // still fall short of high rates; the scenario paces with AF_PACKET.
     paced_loop(bounds, 1_000_000, stop, |want| {
-        let mut attr = TestRunAttr {
+        let mut attr = herz_sys::bpf::TestRunAttr {
             prog_fd: prog.as_raw_fd() as u32,
             data_size_in: FRAME_LEN as u32,
             data_in: data.as_ptr() as u64,
             repeat: want.min(u64::from(u32::MAX)) as u32,
-            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+            flags: herz_sys::bpf::F_TEST_XDP_LIVE_FRAMES,
             batch_size: 64,
-            ..TestRunAttr::default()
+            ..Default::default()
         };
-        // SAFETY: bpf(2) with a fully initialised attr whose buffer outlives the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRunAttr,
-                mem::size_of::<TestRunAttr>(),
-            )
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                return Ok(0);
-            }
-            bail!("BPF_PROG_TEST_RUN (live frames): {e}");
+        match herz_sys::bpf::test_run(&mut attr) {
+            Ok(()) => Ok(u64::from(attr.repeat)),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
+            Err(e) => bail!("BPF_PROG_TEST_RUN (live frames): {e}"),
         }
-        Ok(u64::from(attr.repeat))
     })
 }
 

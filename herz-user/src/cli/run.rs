@@ -101,13 +101,9 @@ fn start_shield(config: &Config) -> anyhow::Result<(Option<Shield>, ShieldState)
         }
         Err(e) if is_fatal(&e) || config.shield.required => Err(e.into()),
         Err(e) => {
-            tracing::error!("shield disabled: {e}");
-            Ok((
-                None,
-                ShieldState::Disabled {
-                    reason: e.to_string(),
-                },
-            ))
+            let reason = crate::shield::error_chain(&e);
+            tracing::error!("shield disabled: {reason}");
+            Ok((None, ShieldState::Disabled { reason }))
         }
     }
 }

@@ -13,7 +13,7 @@ use herz_core::{
 };
 use socket2::Socket;
 
-use super::batch;
+use herz_sys::mmsg as batch;
 
 /// One multicast channel.
 pub struct Channel {

@@ -1,10 +1,10 @@
 //! The demo feed: synthetic ticks generated inside the daemon so a first run shows data flowing.
 //! Always labelled as synthetic in the logs; real deployments turn it off (`demo.enabled = false`).
+//! The ticks come from herz-client's [`TickGenerator`] (the one tick generator, also behind
+//! `herz pub` and the benchmarks); this module only paces it on the loop's clock.
 
-use herz_core::{
-    engine::journal::Journal,
-    protocol::tick::{Aggressor, Quote, Symbol, Trade},
-};
+use herz_client::generator::{GeneratorConfig, TickGenerator};
+use herz_core::{engine::journal::Journal, protocol::tick::Symbol};
 
 use super::counters::{Counters, add};
 
@@ -13,9 +13,8 @@ pub struct DemoFeed {
     rate: u64,
     started: u64,
     produced: u64,
-    symbols: Vec<Symbol>,
-    prices: Vec<i64>,
-    rng: u64,
+    ticks: TickGenerator,
+    buf: Vec<u8>,
 }
 
 impl DemoFeed {
@@ -24,70 +23,25 @@ impl DemoFeed {
         let symbols: Vec<Symbol> = (1..=symbols.max(1))
             .map(|i| Symbol::new(&format!("DEMO{i:03}")).expect("valid symbol"))
             .collect();
-        let prices = (0..symbols.len())
-            .map(|i| (100 + i as i64 * 7) * 100_000_000)
-            .collect();
+        let ticks = TickGenerator::new(GeneratorConfig::with_symbols(symbols))
+            .expect("the default generator shape is valid");
         Self {
             rate: rate.max(1),
             started: now,
             produced: 0,
-            symbols,
-            prices,
-            rng: 0x2545_f491_4f6c_dd1d,
+            ticks,
+            buf: Vec::with_capacity(64),
         }
-    }
-
-    fn next_rand(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
     }
 
     /// Appends the messages due by `now` (at most one second's worth at once).
     pub fn produce(&mut self, now: u64, journal: &mut Journal, counters: &Counters) {
         let due = ((now - self.started) as u128 * self.rate as u128 / 1_000_000_000) as u64;
         let n = due.saturating_sub(self.produced).min(self.rate);
-        let mut buf = [0u8; 64];
         for _ in 0..n {
-            let r = self.next_rand();
-            // Skewed popularity: low-numbered symbols tick more often.
-            let i = ((r % 1000) * (r % 1000) / 1_000_000 * self.symbols.len() as u64 / 1000)
-                as usize
-                % self.symbols.len();
-            let step = (self.next_rand() % 21) as i64 - 10;
-            self.prices[i] = (self.prices[i] + step * 1_000_000).max(1_000_000);
-            let px = self.prices[i];
-            let len = if r.is_multiple_of(5) {
-                let t = Trade {
-                    symbol: self.symbols[i],
-                    timestamp_ns: now,
-                    price: px,
-                    size: 100 * (1 + (r >> 20) % 10) as u32,
-                    trade_id: self.produced,
-                    aggressor: if r & 1 == 0 {
-                        Aggressor::Buy
-                    } else {
-                        Aggressor::Sell
-                    },
-                };
-                let b = t.to_bytes();
-                buf[..b.len()].copy_from_slice(&b);
-                b.len()
-            } else {
-                let q = Quote {
-                    symbol: self.symbols[i],
-                    timestamp_ns: now,
-                    bid_price: px - 1_000_000,
-                    bid_size: 100 * (1 + (r >> 24) % 20) as u32,
-                    ask_price: px + 1_000_000,
-                    ask_size: 100 * (1 + (r >> 28) % 20) as u32,
-                };
-                let b = q.to_bytes();
-                buf[..b.len()].copy_from_slice(&b);
-                b.len()
-            };
-            if journal.append_at(&buf[..len], now).is_ok() {
+            self.buf.clear();
+            self.ticks.next_into(&mut self.buf);
+            if journal.append_at(&self.buf, now).is_ok() {
                 add(&counters.journal_appended, 1);
             }
             self.produced += 1;
@@ -102,5 +56,36 @@ impl DemoFeed {
     pub fn next_deadline(&self, now: u64) -> u64 {
         let next_at = self.started + (self.produced + 1) * 1_000_000_000 / self.rate;
         next_at.saturating_sub(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herz_core::{engine::journal::JournalConfig, protocol::tick::Tick};
+
+    use super::*;
+
+    #[test]
+    fn the_demo_feed_paces_decodable_ticks_on_its_own_symbols() {
+        let mut journal = Journal::new(JournalConfig {
+            max_messages: 10_000,
+            max_bytes: 1 << 20,
+            max_message_len: 256,
+        });
+        let counters = Counters::default();
+        let mut demo = DemoFeed::new(1_000, 5, 0);
+        demo.produce(500_000_000, &mut journal, &counters);
+        assert_eq!(journal.head() - 1, 500, "half a second at 1,000/s");
+        assert_eq!(demo.next_deadline(500_000_000), 1_000_000);
+        for seq in journal.tail()..journal.head() {
+            let symbol = match Tick::decode(journal.get(seq).unwrap()).unwrap() {
+                Tick::Quote(q) => q.symbol,
+                Tick::Trade(t) => t.symbol,
+            };
+            assert!(symbol.as_str().starts_with("DEMO00"), "{symbol:?}");
+        }
+        // A stalled loop does not burst to catch up.
+        demo.produce(10_000_000_000, &mut journal, &counters);
+        assert_eq!(journal.head() - 1, 1_500);
     }
 }

@@ -5,7 +5,6 @@
 //! channels) from the journal → timers. Per message nothing allocates, locks or logs; sockets are written
 //! once per iteration per session and datagrams leave in `sendmmsg` batches.
 
-pub mod batch;
 pub mod channel;
 pub mod commands;
 pub mod counters;

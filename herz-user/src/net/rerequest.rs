@@ -13,10 +13,10 @@ use herz_core::{
     },
     protocol::moldudp64::{PacketBuilder, RequestPacket},
 };
+use herz_sys::mmsg::RecvBatch;
 use socket2::Socket;
 
 use super::{
-    batch::RecvBatch,
     channel::Channel,
     counters::{Counters, add},
     sock,

@@ -241,7 +241,7 @@ impl EventPump {
         let thread = std::thread::Builder::new()
             .name("herz-shield".into())
             .spawn(move || worker.run(&stop2))
-            .map_err(|e| ShieldError::Load(format!("starting the shield event thread: {e}")))?;
+            .map_err(ShieldError::Thread)?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -538,51 +538,7 @@ pub fn rst_frame(flow: &FlowKey) -> Vec<u8> {
 
 /// Runs the tc ingress program on a synthetic RST for `flow` (BPF_PROG_TEST_RUN).
 fn inject_rst(prog: &OwnedFd, flow: &FlowKey) -> std::io::Result<()> {
-    let frame = rst_frame(flow);
-    let mut out = vec![0u8; frame.len() + 256];
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestRunAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_size_out: out.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..Default::default()
-    };
-    // SAFETY: bpf(2) with a correctly laid out, fully initialised attr whose buffers outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    herz_sys::bpf::run_once(prog.as_raw_fd(), &rst_frame(flow)).map(|_| ())
 }
 
 #[cfg(test)]

@@ -54,7 +54,8 @@ pub mod programs {
     pub const TC_EGRESS: &str = "herz_tc_egress";
 }
 
-/// Why the shield could not start (or could not be read).
+/// Why the shield could not start (or could not be read). Causes are kept as sources: render the whole
+/// chain with [`error_chain`] (or anyhow's `{:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum ShieldError {
     /// The binary has no eBPF object embedded.
@@ -63,45 +64,84 @@ pub enum ShieldError {
     )]
     NoObject,
     /// Not permitted to use BPF.
-    #[error("loading eBPF programs needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): {0}")]
-    NotPermitted(String),
+    #[error("{what} needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
+    NotPermitted {
+        /// What was refused.
+        what: String,
+        /// The refusal.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The object failed to load.
-    #[error("loading the eBPF object failed: {0}")]
-    Load(String),
+    #[error("loading the eBPF object failed")]
+    Load(#[source] Box<aya::EbpfError>),
     /// A program was rejected by the verifier or failed to load.
-    #[error("loading program {program} failed: {reason}")]
+    #[error("loading program {program} failed")]
     Program {
         /// Program name.
         program: &'static str,
-        /// Cause, one line.
-        reason: String,
+        /// Cause.
+        #[source]
+        source: ProgramError,
     },
+    /// A program is not in the object (a build of the object that does not match this binary).
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
     /// A configured interface does not exist.
     #[error("shield.interfaces: no network interface named `{0}`")]
     NoSuchInterface(String),
     /// Attaching failed.
-    #[error("attaching {program} to interface `{interface}` failed: {reason}")]
+    #[error("attaching {program} to interface `{interface}` failed")]
     Attach {
         /// Program name.
         program: &'static str,
         /// Interface.
         interface: String,
         /// Cause.
-        reason: String,
+        #[source]
+        source: ProgramError,
     },
-    /// A map is missing from the object or could not be used.
-    #[error("map {map}: {reason}")]
+    /// A map could not be used.
+    #[error("map {map}")]
     Map {
         /// Map name.
         map: &'static str,
         /// Cause.
-        reason: String,
+        #[source]
+        source: aya::maps::MapError,
     },
+    /// A map could not be pinned.
+    #[error("pinning map {map}")]
+    Pinning {
+        /// Map name.
+        map: &'static str,
+        /// Cause.
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// A map is not in the object.
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    /// A pinned map could not be opened.
+    #[error("opening {}", path.display())]
+    Pin {
+        /// The pin.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The programs' log ring buffer could not be read.
+    #[error("the kernel programs' log ring buffer")]
+    KernelLog(#[source] aya_log::Error),
+    /// The event thread could not start.
+    #[error("starting the shield event thread")]
+    Thread(#[source] std::io::Error),
     /// The pin path's parent is not a BPF filesystem.
     #[error("shield.pin_path: {0} is not on a BPF filesystem (mount -t bpf bpf {0})")]
     NotBpffs(PathBuf),
     /// bpffs or pin directory operations failed.
-    #[error("BPF filesystem at {path}: {source}")]
+    #[error("BPF filesystem at {path}")]
     Bpffs {
         /// The path.
         path: PathBuf,
@@ -119,18 +159,27 @@ pub enum ShieldError {
 }
 
 impl ShieldError {
-    /// Classifies a load failure: a missing privilege is reported as such, with the whole cause chain.
-    fn from_load(e: &(dyn std::error::Error + 'static)) -> Self {
-        let msg = error_chain(e);
-        if is_permission_error(e) {
-            let msg = if msg.contains("not permitted") {
-                msg
-            } else {
-                format!("{msg}: operation not permitted")
-            };
-            ShieldError::NotPermitted(msg)
+    /// Classifies a load failure: a missing privilege is reported as such.
+    fn from_load(e: aya::EbpfError) -> Self {
+        if is_permission_error(&e) {
+            ShieldError::NotPermitted {
+                what: "loading eBPF programs".into(),
+                source: Box::new(e),
+            }
         } else {
-            ShieldError::Load(msg)
+            ShieldError::Load(Box::new(e))
+        }
+    }
+
+    /// Classifies a program failure: a missing privilege is reported as such.
+    fn from_program(program: &'static str, source: ProgramError) -> Self {
+        if is_permission_error(&source) {
+            ShieldError::NotPermitted {
+                what: format!("loading program {program}"),
+                source: Box::new(source),
+            }
+        } else {
+            ShieldError::Program { program, source }
         }
     }
 }
@@ -158,19 +207,31 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The errno behind an error, wherever in its chain it is. aya keeps some syscall errors in fields that
+/// are not sources (a program load's), so those are looked into by type.
+pub fn errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        let io = if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            Some(io)
+        } else if let Some(ProgramError::LoadError { io_error, .. }) =
+            err.downcast_ref::<ProgramError>()
         {
-            return true;
+            Some(io_error)
+        } else {
+            None
+        };
+        if let Some(code) = io.and_then(std::io::Error::raw_os_error) {
+            return Some(code);
         }
         cur = err.source();
     }
-    // Some aya errors keep the errno in a field that is not exposed as a source.
-    let debug = format!("{e:?}");
-    debug.contains("PermissionDenied") || debug.contains("Operation not permitted")
+    None
+}
+
+/// True when the kernel refused for lack of privilege (EPERM, EACCES).
+pub fn is_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(errno(e), Some(libc::EPERM | libc::EACCES))
 }
 
 /// How the XDP program ended up attached on one interface.
@@ -223,7 +284,7 @@ impl Shield {
         // Loading first tells a missing privilege apart from everything else, before bpffs is touched.
         let ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
-            .map_err(|e| ShieldError::from_load(&e))?;
+            .map_err(ShieldError::from_load)?;
         bpffs::ensure_mounted(&pin_path)?;
         let lock = PinDirLock::acquire(&pin_path)?;
         let stale = lock.clear_stale_pins()?;
@@ -247,16 +308,10 @@ impl Shield {
         shield.attachments = attach_all(ebpf, config)?;
         let ring = ebpf
             .take_map(herz_common::maps::EVENTS)
-            .ok_or(ShieldError::Map {
-                map: herz_common::maps::EVENTS,
-                reason: "missing from the object".into(),
-            })?;
+            .ok_or(ShieldError::MissingMap(herz_common::maps::EVENTS))?;
         let ring = RingBuf::<MapData>::try_from(ring)
             .map_err(pinned::map_error(herz_common::maps::EVENTS))?;
-        let kernel_log = kernel_log::KernelLog::take(ebpf).map_err(|e| ShieldError::Map {
-            map: "AYA_LOGS",
-            reason: error_chain(&e),
-        })?;
+        let kernel_log = kernel_log::KernelLog::take(ebpf).map_err(ShieldError::KernelLog)?;
         let tc_ingress = ebpf
             .program(programs::TC_INGRESS)
             .and_then(|p| p.fd().ok())
@@ -286,15 +341,9 @@ impl Shield {
     fn pin_maps(&mut self) -> Result<(), ShieldError> {
         let ebpf = self.ebpf.as_ref().expect("loaded");
         for &name in pinned_map_names() {
-            let map = ebpf.map(name).ok_or(ShieldError::Map {
-                map: name,
-                reason: "missing from the object".into(),
-            })?;
+            let map = ebpf.map(name).ok_or(ShieldError::MissingMap(name))?;
             map.pin(self.pin_path.join(name))
-                .map_err(|e| ShieldError::Map {
-                    map: name,
-                    reason: format!("pinning failed: {e}"),
-                })?;
+                .map_err(|source| ShieldError::Pinning { map: name, source })?;
         }
         Ok(())
     }
@@ -328,24 +377,12 @@ fn nix_ifindex(name: &str) -> Option<u32> {
 }
 
 fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, ShieldError> {
-    let program_err = |program: &'static str, source: ProgramError| {
-        if is_permission_error(&source) {
-            ShieldError::NotPermitted(error_chain(&source))
-        } else {
-            ShieldError::Program {
-                program,
-                reason: error_chain(&source),
-            }
-        }
-    };
+    let program_err = ShieldError::from_program;
     let mut attachments = Vec::new();
     {
         let xdp: &mut Xdp = ebpf
             .program_mut(programs::XDP)
-            .ok_or(ShieldError::Load(format!(
-                "program {} missing from the object",
-                programs::XDP
-            )))?
+            .ok_or(ShieldError::MissingProgram(programs::XDP))?
             .try_into()
             .map_err(|e| program_err(programs::XDP, e))?;
         xdp.load().map_err(|e| program_err(programs::XDP, e))?;
@@ -362,10 +399,10 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
                     }
                 },
             }
-            .map_err(|e| ShieldError::Attach {
+            .map_err(|source| ShieldError::Attach {
                 program: programs::XDP,
                 interface: iface.clone(),
-                reason: error_chain(&e),
+                source,
             })?;
             attachments.push(Attachment {
                 interface: iface.clone(),
@@ -379,9 +416,7 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
     ] {
         let tc: &mut SchedClassifier = ebpf
             .program_mut(program)
-            .ok_or(ShieldError::Load(format!(
-                "program {program} missing from the object"
-            )))?
+            .ok_or(ShieldError::MissingProgram(program))?
             .try_into()
             .map_err(|e| program_err(program, e))?;
         tc.load().map_err(|e| program_err(program, e))?;
@@ -393,10 +428,10 @@ fn attach_all(ebpf: &mut Ebpf, config: &Config) -> Result<Vec<Attachment>, Shiel
                 let _ = aya::programs::tc::qdisc_add_clsact(iface);
             }
             tc.attach(iface, attach_type)
-                .map_err(|e| ShieldError::Attach {
+                .map_err(|source| ShieldError::Attach {
                     program,
                     interface: iface.clone(),
-                    reason: error_chain(&e),
+                    source,
                 })?;
         }
     }
@@ -410,5 +445,43 @@ pub fn load_for_test() -> Result<Ebpf, ShieldError> {
     }
     EbpfLoader::new()
         .load(EBPF_OBJECT)
-        .map_err(|e| ShieldError::from_load(&e))
+        .map_err(ShieldError::from_load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_permission_error_is_recognised_by_errno_anywhere_in_the_chain() {
+        let denied = |errno| aya::maps::MapError::CreateError {
+            name: "HERZ_SOURCES".into(),
+            io_error: std::io::Error::from_raw_os_error(errno),
+        };
+        let wrapped = aya::EbpfError::MapError(denied(libc::EPERM));
+        assert!(is_permission_error(&wrapped));
+        assert!(is_permission_error(&aya::EbpfError::MapError(denied(
+            libc::EACCES
+        ))));
+        assert!(!is_permission_error(&aya::EbpfError::MapError(denied(
+            libc::ENOMEM
+        ))));
+        let e = ShieldError::from_load(wrapped);
+        assert!(matches!(e, ShieldError::NotPermitted { .. }), "{e:?}");
+        let chain = error_chain(&e);
+        assert!(
+            chain.starts_with("loading eBPF programs needs root"),
+            "{chain}"
+        );
+        assert!(
+            chain.contains("HERZ_SOURCES") && chain.contains("not permitted"),
+            "{chain}"
+        );
+        let e = ShieldError::from_load(aya::EbpfError::MapError(denied(libc::ENOMEM)));
+        assert!(matches!(e, ShieldError::Load(_)), "{e:?}");
+        assert!(
+            error_chain(&e).contains("Cannot allocate memory"),
+            "the cause is kept"
+        );
+    }
 }

@@ -136,26 +136,22 @@ pub fn ip_to_key(ip: IpAddr) -> SourceKey {
 }
 
 pub(crate) fn map_error(name: &'static str) -> impl Fn(MapError) -> ShieldError {
-    move |e| ShieldError::Map {
-        map: name,
-        reason: super::error_chain(&e),
-    }
+    move |source| ShieldError::Map { map: name, source }
 }
 
 /// Opens one pinned map by name.
 pub(crate) fn open(pin_path: &Path, name: &'static str) -> Result<Map, ShieldError> {
     let path = pin_path.join(name);
-    let data = MapData::from_pin(&path).map_err(|e| {
-        let msg = format!("{e:#}");
-        if msg.contains("Operation not permitted") || msg.contains("Permission denied") {
-            ShieldError::NotPermitted(format!("reading {}: {msg}", path.display()))
+    let data = MapData::from_pin(&path).map_err(|source| {
+        if super::is_permission_error(&source) {
+            ShieldError::NotPermitted {
+                what: format!("reading {}", path.display()),
+                source: Box::new(source),
+            }
         } else if !path.exists() {
             ShieldError::NotLoaded(pin_path.into())
         } else {
-            ShieldError::Map {
-                map: name,
-                reason: format!("opening {}: {msg}", path.display()),
-            }
+            ShieldError::Pin { path, source }
         }
     })?;
     Map::from_map_data(data).map_err(map_error(name))

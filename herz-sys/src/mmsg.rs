@@ -1,4 +1,5 @@
-//! Batched datagram syscalls: one `sendmmsg`/`recvmmsg` moves many datagrams.
+//! Batched datagram syscalls: one `sendmmsg`/`recvmmsg` moves many datagrams. The one home of these
+//! loops for the daemon (channels, feeds, re-requests) and the benchmarks.
 
 use std::{io, mem, os::fd::RawFd};
 
@@ -73,6 +74,13 @@ impl Default for RecvBatch {
 impl RecvBatch {
     /// Receives up to [`BATCH`] datagrams without blocking; returns how many (0 when none are waiting).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_with(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// Receives up to [`BATCH`] datagrams with `recvmmsg` `flags` (e.g. `MSG_WAITFORONE` on a socket
+    /// with a receive timeout, to block for the first one); returns how many (0 when the call would
+    /// block or timed out).
+    pub fn recv_with(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
         let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
         // SAFETY: a plain-data C struct (or array of them): all-zero bytes are a valid value.
@@ -93,14 +101,17 @@ impl RecvBatch {
                 fd,
                 msgs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
             self.count = 0;
-            return if e.kind() == io::ErrorKind::WouldBlock {
+            return if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
                 Ok(0)
             } else {
                 Err(e)
