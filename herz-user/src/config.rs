@@ -7,6 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use herz_core::protocol::tick::Symbol;
 use serde::Deserialize;
 
 /// Why a configuration was refused. Each message names the key and the reason.
@@ -379,10 +380,10 @@ pub struct ChannelConfig {
     pub session: Option<String>,
     /// Symbols carried (with `prefixes`; both empty: everything).
     #[serde(default)]
-    pub symbols: Vec<String>,
+    pub symbols: Vec<Symbol>,
     /// Symbol prefixes carried.
     #[serde(default)]
-    pub prefixes: Vec<String>,
+    pub prefixes: Vec<Symbol>,
     /// Largest UDP payload.
     #[serde(default = "default_payload")]
     pub max_payload: usize,

@@ -2,6 +2,7 @@
 //!
 //! This crate holds the daemon (`herz run`), the kernel shield loader, and the `herz` command-line verbs.
 //! The wire protocols and the distribution engine live in `herz-core`, free of sockets.
+#![deny(missing_docs)]
 
 pub mod cli;
 pub mod config;

@@ -67,6 +67,23 @@ impl SubscriptionFilter {
         compiled
     }
 
+    /// Compiles symbol and prefix lists given as symbols (a channel's configuration: bounded by the
+    /// configuration, not by the per-subscription limit of [`add`](Self::add)).
+    pub fn from_lists(symbols: &[Symbol], prefixes: &[Symbol]) -> Self {
+        let mut compiled = Self::new();
+        for symbol in symbols {
+            insert_sorted(
+                &mut compiled.symbols,
+                u64::from_be_bytes(*symbol.as_padded()),
+            );
+        }
+        for prefix in prefixes {
+            compiled.add_prefix(prefix);
+        }
+        compiled.entries = symbols.len() + prefixes.len();
+        compiled
+    }
+
     /// Adds the lists of one more FILTER packet (FILTER packets of a subscription add up).
     ///
     /// Fails with [`SoupError::HerzFilterTooLarge`] if the subscription would hold more than
@@ -147,6 +164,14 @@ impl SubscriptionFilter {
 mod tests {
     use super::*;
     use crate::engine::alloc_count::allocations;
+
+    #[test]
+    fn lists_compile_like_the_same_filter_packet() {
+        let sym = |s: &str| Symbol::new(s).unwrap();
+        let from_lists = SubscriptionFilter::from_lists(&[sym("AAPL"), sym("MSFT")], &[sym("ES")]);
+        let from_packet = SubscriptionFilter::from_filter(&Filter::new("AAPL,MSFT", "ES").unwrap());
+        assert_eq!(from_lists, from_packet);
+    }
 
     fn msg(symbol: &[u8; 8]) -> Vec<u8> {
         let mut m = vec![b'Q'];

@@ -491,6 +491,21 @@ impl fmt::Display for Tick {
     }
 }
 
+/// A symbol in configuration files: its text (`"AAPL"`), validated as [`Symbol::new`] does.
+impl<'de> serde::Deserialize<'de> for Symbol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Symbol::new(&text)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a symbol: {e}")))
+    }
+}
+
+impl serde::Serialize for Symbol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,8 +213,9 @@ pub struct ServerSession {
     out_pos: usize,
     out_limit: usize,
     cursor: u64,
+    /// Compiled as each `HERZ FILTER` packet arrives (before login), so it is bounded by
+    /// `MAX_FILTER_ENTRIES` from the first packet on.
     filter: Option<SubscriptionFilter>,
-    pending_filter: Vec<u8>,
     skips: SkipAccumulator,
     policy: SlowConsumerPolicy,
     conflator: Option<Box<Conflator>>,
@@ -255,7 +256,6 @@ impl ServerSession {
             out_limit,
             cursor: 0,
             filter: None,
-            pending_filter: Vec::new(),
             skips: SkipAccumulator::default(),
             policy,
             conflator: None,
@@ -275,7 +275,7 @@ impl ServerSession {
         self.role
     }
 
-    /// Life stage.
+    /// Where the session is in its life (awaiting login, active, closing).
     pub fn state(&self) -> State {
         self.state
     }
@@ -352,6 +352,12 @@ impl ServerSession {
         let mut consumed = 0;
         let mut appended = (0u64, 0u64);
         while !self.closed {
+            if self.state == State::Closing {
+                // Answered (rejected or refused) and closing once that is written: what the peer sends
+                // meanwhile is not read.
+                consumed = self.in_len;
+                break;
+            }
             let (packet, used) = match soupbintcp::next_client_packet(
                 &self.inbuf[consumed..self.in_len],
                 MAX_CLIENT_PACKET,
@@ -595,15 +601,18 @@ impl ServerSession {
 
     fn on_debug(&mut self, text: &[u8]) -> Option<CloseReason> {
         match HerzControl::parse(text) {
-            Ok(Some(HerzControl::Filter(_)))
+            Ok(Some(HerzControl::Filter(f)))
                 if self.role == Role::Subscriber && self.state == State::AwaitingLogin =>
             {
-                // Kept as text and compiled at login: several FILTER packets add up.
-                if !self.pending_filter.is_empty() {
-                    self.pending_filter.push(b'\n');
+                // Several FILTER packets add up; the total is capped as they arrive.
+                match self
+                    .filter
+                    .get_or_insert_with(SubscriptionFilter::new)
+                    .add(&f)
+                {
+                    Ok(()) => None,
+                    Err(e) => self.refuse(&format!("filter refused: {e}")),
                 }
-                self.pending_filter.extend_from_slice(text);
-                None
             }
             Ok(Some(HerzControl::Filter(_))) => {
                 self.refuse("HERZ FILTER is only accepted before the Login Request")
@@ -639,9 +648,9 @@ impl ServerSession {
     ) -> Option<CloseReason> {
         match self.state {
             State::AwaitingLogin => {}
-            State::Active => return Some(CloseReason::Malformed("second Login Request".into())),
-            // Already answered (rejected or refused): ignore what follows.
-            State::Closing => return None,
+            State::Active | State::Closing => {
+                return Some(CloseReason::Malformed("second Login Request".into()));
+            }
         }
         let Some(user) = ctx
             .users
@@ -652,18 +661,6 @@ impl ServerSession {
         };
         if !login.session.is_blank() && !login.session.matches(&ctx.session) {
             return self.reject(RejectReason::SessionNotAvailable);
-        }
-        if self.role == Role::Subscriber && !self.pending_filter.is_empty() {
-            let mut filter = SubscriptionFilter::new();
-            for line in self.pending_filter.split(|b| *b == b'\n') {
-                if let Ok(Some(HerzControl::Filter(f))) = HerzControl::parse(line)
-                    && let Err(e) = filter.add(&f)
-                {
-                    return self.refuse(&format!("filter refused: {e}"));
-                }
-            }
-            self.filter = Some(filter);
-            self.pending_filter = Vec::new();
         }
         // 0 means "from the next new message"; older than retained starts at the oldest retained, and
         // the Login Accepted says so (the client sees where numbering starts).

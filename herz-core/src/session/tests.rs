@@ -594,3 +594,26 @@ fn end_of_session_follows_the_last_message() {
     p.step();
     assert_eq!(p.seen(), vec![Seen::Data(tick("A", 1)), Seen::EndOfSession]);
 }
+
+#[test]
+fn filters_are_capped_as_they_arrive_not_at_login() {
+    let mut p = Pair::new(Role::Subscriber);
+    let symbols: Vec<String> = (0..400).map(|i| format!("S{i:05}")).collect();
+    let one = filter_packets(&symbols.join(","), "");
+    // Three packets of 400 entries: the third passes the 1,024-entry cap and is refused at once,
+    // before any login.
+    p.send(&one);
+    p.send(&one);
+    assert_eq!(p.take_events(), vec![], "800 entries are within the cap");
+    p.send(&one);
+    let events = p.take_events();
+    assert!(
+        matches!(&events[0], Event::Refused(r) if r.contains("filter refused")),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[1], Event::Close(CloseReason::Refused(_))),
+        "{events:?}"
+    );
+    assert!(!p.session.logged_in());
+}

@@ -36,6 +36,7 @@ pub struct BlockArgs {
     /// Lift the block after this long (30s, 5m, 1h, 2d); permanent without it.
     #[arg(long, value_parser = parse_ttl)]
     pub ttl: Option<Duration>,
+    /// Where the shield\'s maps are pinned.
     #[command(flatten)]
     pub pin: PinArgs,
 }
@@ -46,6 +47,7 @@ pub struct CidrArgs {
     /// The network exactly as listed (a longer or shorter prefix is a different entry).
     #[arg(value_parser = parse_cidr)]
     pub cidr: Cidr,
+    /// Where the shield\'s maps are pinned.
     #[command(flatten)]
     pub pin: PinArgs,
 }
@@ -59,6 +61,7 @@ pub struct AllowArgs {
     /// Remove the entry instead (same as `herz disallow`).
     #[arg(long)]
     pub remove: bool,
+    /// Where the shield\'s maps are pinned.
     #[command(flatten)]
     pub pin: PinArgs,
 }
@@ -69,6 +72,7 @@ pub struct ListArgs {
     /// Machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+    /// Where the shield\'s maps are pinned.
     #[command(flatten)]
     pub pin: PinArgs,
 }

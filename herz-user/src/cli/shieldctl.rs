@@ -16,6 +16,7 @@ use crate::{
 /// `herz shield`.
 #[derive(Debug, Clone, Args)]
 pub struct ShieldArgs {
+    /// What to do with the running shield.
     #[command(subcommand)]
     pub action: ShieldAction,
 }
@@ -28,12 +29,14 @@ pub enum ShieldAction {
         /// Machine-readable JSON.
         #[arg(long)]
         json: bool,
+        /// Where the shield\'s maps are pinned.
         #[command(flatten)]
         pin: PinArgs,
     },
     /// Write the configuration's [shield] thresholds, ports, allow/block lists and feed sources into the
     /// running shield (entries added with `herz block`/`herz allow` and auto-blocks are kept).
     Reload {
+        /// Where the shield\'s maps are pinned.
         #[command(flatten)]
         pin: PinArgs,
     },

@@ -124,3 +124,23 @@ fn shield_policy_keys_parse_and_are_validated() {
     let e = err("[shield]\nsyn_ratee = 3\n");
     assert!(e.contains("shield.syn_ratee"), "{e}");
 }
+
+#[test]
+fn channel_symbols_are_parsed_into_symbols_and_a_bad_one_is_named() {
+    let ch = "[[channels]]\nname = \"eq\"\ngroup = \"239.1.1.1:6000\"\n";
+    let c = Config::from_toml(
+        &format!("{ch}symbols = [\"AAPL\", \"MSFT\"]\nprefixes = [\"ES\"]\n"),
+        "t",
+    )
+    .unwrap();
+    let names: Vec<&str> = c.channels[0].symbols.iter().map(|s| s.as_str()).collect();
+    assert_eq!(names, ["AAPL", "MSFT"]);
+    assert_eq!(c.channels[0].prefixes[0].as_str(), "ES");
+    for bad in ["\"TOOLONGSYM\"", "\"A,B\"", "\"\"", "\"A B\""] {
+        let e = err(&format!("{ch}symbols = [\"AAPL\", {bad}]\n"));
+        assert!(
+            e.contains("channels[0].symbols[1]") && e.contains("is not a symbol"),
+            "{bad}: {e}"
+        );
+    }
+}

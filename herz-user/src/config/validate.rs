@@ -183,17 +183,6 @@ impl Config {
                     "two channels share a session name; give each its own".into(),
                 ));
             }
-            for (k, sym) in c.symbols.iter().chain(c.prefixes.iter()).enumerate() {
-                if sym.is_empty()
-                    || sym.len() > 8
-                    || !sym.bytes().all(|b| b.is_ascii_graphic() && b != b',')
-                {
-                    return Err(invalid(
-                        &format!("channels[{i}].symbols/prefixes[{k}]"),
-                        format!("`{sym}` is not a symbol"),
-                    ));
-                }
-            }
         }
         for (key, ports) in [
             ("shield.extra_tcp_ports", &self.shield.extra_tcp_ports),

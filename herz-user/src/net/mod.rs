@@ -147,14 +147,8 @@ impl Distributor {
                         c.name, c.group, c.interface
                     )
                 })?;
-            let filter = if c.symbols.is_empty() && c.prefixes.is_empty() {
-                None
-            } else {
-                let (symbols, prefixes) = (c.symbols.join(","), c.prefixes.join(","));
-                let filter = herz_core::protocol::soupbintcp::Filter::new(&symbols, &prefixes)
-                    .map_err(|e| anyhow::anyhow!("channels[{i}].symbols/prefixes: {e}"))?;
-                Some(SubscriptionFilter::from_filter(&filter))
-            };
+            let filter = (!c.symbols.is_empty() || !c.prefixes.is_empty())
+                .then(|| SubscriptionFilter::from_lists(&c.symbols, &c.prefixes));
             let session = match &c.session {
                 Some(s) => SessionName::new(s)
                     .map_err(|e| anyhow::anyhow!("channels[{i}].session: {e}"))?,

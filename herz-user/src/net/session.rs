@@ -17,7 +17,7 @@ const READ_BUDGET: usize = 256 * 1024;
 
 /// One accepted connection: its socket, the peer's address and the session state machine.
 pub struct Conn {
-    /// The socket.
+    /// The peer's TCP connection (non-blocking, registered with the loop's poll).
     pub stream: TcpStream,
     /// The peer's address.
     pub peer: SocketAddr,

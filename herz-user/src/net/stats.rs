@@ -22,9 +22,9 @@ use crate::control::state::{ChannelView, FeedView, SessionView, StateSnapshot};
 /// time; a state snapshot refreshed twice a second.
 #[derive(Debug, Default)]
 pub struct Shared {
-    /// Counters.
+    /// Monotonic counters of what the loop did (messages, bytes, logins, closes by reason...).
     pub counters: Counters,
-    /// Gauges.
+    /// Current values: sessions by role and state, journal head and tail, lag, loop liveness.
     pub gauges: Gauges,
     /// End-to-end latency, journal ingest to socket write (one observation per write, for the newest
     /// message it carried).

@@ -78,9 +78,9 @@ pub enum ShieldError {
     /// A program was rejected by the verifier or failed to load.
     #[error("loading program {program} failed")]
     Program {
-        /// Program name.
+        /// The program (`herz_xdp`, `herz_tc_ingress`, `herz_tc_egress`).
         program: &'static str,
-        /// Cause.
+        /// What the kernel or aya reported.
         #[source]
         source: ProgramError,
     },
@@ -93,29 +93,29 @@ pub enum ShieldError {
     /// Attaching failed.
     #[error("attaching {program} to interface `{interface}` failed")]
     Attach {
-        /// Program name.
+        /// The program (`herz_xdp`, `herz_tc_ingress`, `herz_tc_egress`).
         program: &'static str,
-        /// Interface.
+        /// The network interface it was being attached to.
         interface: String,
-        /// Cause.
+        /// What the kernel or aya reported.
         #[source]
         source: ProgramError,
     },
     /// A map could not be used.
     #[error("map {map}")]
     Map {
-        /// Map name.
+        /// The map (`HERZ_…`).
         map: &'static str,
-        /// Cause.
+        /// What the kernel or aya reported.
         #[source]
         source: aya::maps::MapError,
     },
     /// A map could not be pinned.
     #[error("pinning map {map}")]
     Pinning {
-        /// Map name.
+        /// The map (`HERZ_…`).
         map: &'static str,
-        /// Cause.
+        /// What the kernel or aya reported.
         #[source]
         source: aya::pin::PinError,
     },
@@ -127,7 +127,7 @@ pub enum ShieldError {
     Pin {
         /// The pin.
         path: PathBuf,
-        /// Cause.
+        /// What the kernel or aya reported.
         #[source]
         source: aya::maps::MapError,
     },
@@ -143,9 +143,9 @@ pub enum ShieldError {
     /// bpffs or pin directory operations failed.
     #[error("BPF filesystem at {path}")]
     Bpffs {
-        /// The path.
+        /// The directory or file at fault.
         path: PathBuf,
-        /// Cause.
+        /// What the kernel or aya reported.
         source: std::io::Error,
     },
     /// Another daemon holds the pin directory.
