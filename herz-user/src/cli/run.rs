@@ -21,12 +21,15 @@ pub fn run(
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     // Sockets first: a port in use fails the start before anything is attached in the kernel.
     let mut distributor = Distributor::bind(&config)?;
-    let (shield, state) = start_shield(&config)?;
-    if let Some(sh) = &shield {
-        match sh.handle() {
-            Ok(h) => distributor.set_trust(h),
+    let (mut shield, state) = start_shield(&config)?;
+    if let Some(sh) = &mut shield {
+        match sh.take_handle() {
+            Ok(h) => distributor.set_trust(
+                crate::shield::TrustWriter::spawn(h)
+                    .context("starting the shield's trust thread")?,
+            ),
             Err(e) => {
-                tracing::warn!(error = %e, "trusted sessions off: cannot open the shield's trusted map")
+                tracing::warn!(error = %crate::shield::error_chain(&e), "trusted sessions off: cannot open the shield's trusted map")
             }
         }
     }

@@ -72,7 +72,7 @@ pub struct Distributor {
     logs: Logs,
     last_snapshot: u64,
     /// Marks logged-in peers as trusted in the shield (never dropped by its flood rules).
-    trust: Option<crate::shield::ShieldHandle>,
+    trust: Option<crate::shield::TrustWriter>,
     /// Sessions whose read budget ran out: read again next iteration (edge-triggered events will not
     /// say so).
     reread: Vec<usize>,
@@ -251,10 +251,10 @@ impl Distributor {
         self.shared.clone()
     }
 
-    /// Lets the shield trust logged-in peers: one map update on a peer's first login, one delete when its
-    /// last session closes.
-    pub fn set_trust(&mut self, handle: crate::shield::ShieldHandle) {
-        self.trust = Some(handle);
+    /// Lets the shield trust logged-in peers: logins and closes queue a change for the shield's trust
+    /// thread (which writes the map on a peer's first login and removes it after its last session).
+    pub fn set_trust(&mut self, writer: crate::shield::TrustWriter) {
+        self.trust = Some(writer);
     }
 
     /// The instant the loop's monotonic clock counts from.
@@ -508,10 +508,8 @@ impl Distributor {
                 Event::LoginAccepted { user, from } => {
                     add(&counters.logins_accepted, 1);
                     logins = true;
-                    if let Some(t) = &mut self.trust
-                        && let Err(e) = t.trust(c.peer.ip())
-                    {
-                        tracing::warn!(peer = %c.peer, error = %e, "cannot mark the peer trusted in the shield");
+                    if let Some(t) = &self.trust {
+                        t.trust(c.peer.ip());
                     }
                     tracing::info!(peer = %c.peer, %user, role = ?c.session.role(), from, "login accepted");
                 }
@@ -542,10 +540,9 @@ impl Distributor {
         let _ = self.poll.registry().deregister(&mut stream);
         let s = &c.session;
         if s.logged_in()
-            && let Some(t) = &mut self.trust
-            && let Err(e) = t.untrust(c.peer.ip())
+            && let Some(t) = &self.trust
         {
-            tracing::warn!(peer = %c.peer, error = %e, "cannot remove the peer's trust in the shield");
+            t.untrust(c.peer.ip());
         }
         let counters = &self.shared.counters;
         match &reason {

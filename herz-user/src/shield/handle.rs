@@ -1,4 +1,5 @@
-//! Marking logged-in subscribers as trusted, from the distributor's hot loop.
+//! Marking logged-in subscribers as trusted. The hot loop only queues the change ([`TrustWriter`]); a
+//! thread of its own writes the kernel map, so a login never waits for a bpf(2) syscall.
 //!
 //! A trusted source is exempt from the flood rules (SYN and UDP token buckets, half-open and connection
 //! limits, the global SYN guard, auto-blocking) while at least one of its sessions lives; the allowlist
@@ -6,7 +7,7 @@
 //! in the process: the first login costs one map update syscall, the last logout one delete, and every
 //! other login or logout none.
 
-use std::{collections::HashMap, net::IpAddr, path::Path};
+use std::{collections::HashMap, net::IpAddr, path::Path, sync::mpsc};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use herz_common::{SourceKey, maps};
@@ -87,6 +88,14 @@ impl ShieldHandle {
         })
     }
 
+    /// A handle on a trusted-source map the caller already holds (the daemon's, from its loaded object).
+    pub fn from_map(map: aya::maps::Map) -> Result<Self, ShieldError> {
+        Ok(Self {
+            trusted: BpfHashMap::try_from(map).map_err(map_error(maps::TRUSTED))?,
+            counts: TrustCounts::default(),
+        })
+    }
+
     /// A session from `ip` logged in: trust the address (one syscall for its first session, none after).
     pub fn trust(&mut self, ip: IpAddr) -> Result<(), ShieldError> {
         if !self.counts.add(ip) {
@@ -114,6 +123,54 @@ impl ShieldHandle {
     /// Live sessions counted for `ip`.
     pub fn sessions(&self, ip: IpAddr) -> u32 {
         self.counts.sessions(ip)
+    }
+}
+
+/// A change of trust, queued by the hot loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrustChange {
+    Trust(IpAddr),
+    Untrust(IpAddr),
+}
+
+/// The hot loop's side of trust: queues changes for the `herz-trust` thread, which owns the
+/// [`ShieldHandle`] and applies them in order. Dropping it lets the thread finish the queue and end.
+#[derive(Debug)]
+pub struct TrustWriter {
+    tx: mpsc::Sender<TrustChange>,
+}
+
+impl TrustWriter {
+    /// Starts the thread that writes `handle`'s map.
+    pub fn spawn(mut handle: ShieldHandle) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("herz-trust".into())
+            .spawn(move || {
+                let mut errors = crate::ratelog::RateLimitedLog::new(5);
+                for change in rx {
+                    let (result, what) = match change {
+                        TrustChange::Trust(ip) => (handle.trust(ip), ("trust", ip)),
+                        TrustChange::Untrust(ip) => (handle.untrust(ip), ("untrust", ip)),
+                    };
+                    if let Err(e) = result
+                        && let Some(suppressed) = errors.allow(ktime_now_ns())
+                    {
+                        tracing::warn!(peer = %what.1, action = what.0, error = %super::error_chain(&e), suppressed, "cannot update the shield's trusted sources");
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// A session from `ip` logged in.
+    pub fn trust(&self, ip: IpAddr) {
+        let _ = self.tx.send(TrustChange::Trust(ip));
+    }
+
+    /// A logged-in session from `ip` closed.
+    pub fn untrust(&self, ip: IpAddr) {
+        let _ = self.tx.send(TrustChange::Untrust(ip));
     }
 }
 

@@ -36,7 +36,7 @@ use crate::config::{Config, XdpAttachMode};
 pub use bpffs::{PinDirLock, ensure_mounted};
 pub use cidr::{Cidr, format_duration, parse_duration};
 pub use events::{Event, EventStats};
-pub use handle::{ShieldHandle, TrustCounts};
+pub use handle::{ShieldHandle, TrustCounts, TrustWriter};
 
 /// Default pin directory.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/herz";
@@ -319,18 +319,38 @@ impl Shield {
                 use std::os::fd::AsFd as _;
                 fd.as_fd().try_clone_to_owned().ok()
             });
+        // The thread's own handles on the maps it sweeps, taken from the object (they stay pinned for
+        // other processes).
+        let block = pinned::Trie::<herz_common::BlockEntry>::try_from(
+            ebpf.take_map(herz_common::maps::BLOCK)
+                .ok_or(ShieldError::MissingMap(herz_common::maps::BLOCK))?,
+        )
+        .map_err(pinned::map_error(herz_common::maps::BLOCK))?;
+        let established = aya::maps::HashMap::try_from(
+            ebpf.take_map(herz_common::maps::ESTABLISHED)
+                .ok_or(ShieldError::MissingMap(herz_common::maps::ESTABLISHED))?,
+        )
+        .map_err(pinned::map_error(herz_common::maps::ESTABLISHED))?;
         shield.events = Some(events::EventPump::spawn(
             ring,
             kernel_log,
-            shield.pin_path.clone(),
+            block,
+            established,
             tc_ingress,
         )?);
         Ok(shield)
     }
 
-    /// A handle for trusting logged-in subscribers ([`ShieldHandle::trust`] / [`ShieldHandle::untrust`]).
-    pub fn handle(&self) -> Result<ShieldHandle, ShieldError> {
-        ShieldHandle::open(&self.pin_path)
+    /// The handle for trusting logged-in subscribers ([`ShieldHandle::trust`] /
+    /// [`ShieldHandle::untrust`]), on the loaded object's own trusted-source map. There is one: a
+    /// second call fails with [`ShieldError::MissingMap`].
+    pub fn take_handle(&mut self) -> Result<ShieldHandle, ShieldError> {
+        let map = self
+            .ebpf
+            .as_mut()
+            .and_then(|e| e.take_map(herz_common::maps::TRUSTED))
+            .ok_or(ShieldError::MissingMap(herz_common::maps::TRUSTED))?;
+        ShieldHandle::from_map(map)
     }
 
     /// Counters of the events seen so far (for metrics).
