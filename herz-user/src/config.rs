@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use herz_core::protocol::tick::Symbol;
+use herz_core::protocol::{moldudp64::Session, tick::Symbol};
 use serde::Deserialize;
 
 /// Why a configuration was refused. Each message names the key and the reason.
@@ -313,8 +313,8 @@ pub struct JournalSection {
     pub max_bytes: usize,
     /// Largest message accepted from a publisher or feed.
     pub max_message_len: usize,
-    /// Session name (10 characters at most); empty means `HZ` + today's date (UTC).
-    pub session: String,
+    /// Session name (10 characters at most); unset means `HZ` + today's date (UTC).
+    pub session: Option<Session>,
 }
 
 impl Default for JournalSection {
@@ -323,7 +323,7 @@ impl Default for JournalSection {
             max_messages: 4 << 20,
             max_bytes: 256 << 20,
             max_message_len: 1024,
-            session: String::new(),
+            session: None,
         }
     }
 }
@@ -377,7 +377,7 @@ pub struct ChannelConfig {
     pub ttl: u32,
     /// MoldUDP64 session name; defaults to the journal's (then only one unfiltered channel may use it).
     #[serde(default)]
-    pub session: Option<String>,
+    pub session: Option<Session>,
     /// Symbols carried (with `prefixes`; both empty: everything).
     #[serde(default)]
     pub symbols: Vec<Symbol>,
@@ -578,11 +578,11 @@ impl Config {
     }
 
     /// The journal session name: configured, or `HZ` + today's UTC date.
-    pub fn session_name(&self) -> String {
-        if !self.journal.session.is_empty() {
-            return self.journal.session.clone();
-        }
-        session_name_for(time::OffsetDateTime::now_utc().date())
+    pub fn session_name(&self) -> Session {
+        self.journal.session.unwrap_or_else(|| {
+            Session::new(&session_name_for(time::OffsetDateTime::now_utc().date()))
+                .expect("HZ + 8 digits is a valid session name")
+        })
     }
 }
 

@@ -372,6 +372,11 @@ fn a_b_feed_arbitration_loses_nothing_when_each_line_drops_packets() {
         "packets lost on both lines were re-requested: {stats:?}"
     );
     assert!(!d.log().contains("lost"), "{}", d.log());
+    // The feed's own counters, as its arbiter keeps them.
+    let m = dist::scrape(&ep);
+    assert_eq!(dist::sample(&m, "herz_feed_in_messages_total"), N as f64);
+    assert!(dist::sample(&m, "herz_feed_duplicates_total") > (N / 4) as f64);
+    assert!(dist::sample(&m, "herz_feed_gaps_total") > 0.0);
 }
 
 /// A deliberately slow SoupBinTCP reader: tiny receive buffer, small reads with pauses (about 1% of

@@ -220,6 +220,21 @@ impl fmt::Display for Session {
     }
 }
 
+/// A session name in configuration files: its text (`"HZPROD0001"`), validated as [`Session::new`] does.
+impl<'de> serde::Deserialize<'de> for Session {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Session::new(&text)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a session name: {e}")))
+    }
+}
+
+impl serde::Serialize for Session {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Session(\"{}\")", self.0.escape_ascii())

@@ -19,9 +19,16 @@ fn defaults_validate() {
 fn session_name_defaults_to_the_date() {
     let date = time::Date::from_calendar_date(2025, time::Month::November, 6).unwrap();
     assert_eq!(session_name_for(date), "HZ20251106");
-    let name = Config::default().session_name();
+    let name = Config::default().session_name().to_string();
     assert_eq!(name.len(), 10);
     assert!(name.starts_with("HZ"));
+    let c = Config::from_toml("[journal]\nsession = \"HZPROD0001\"\n", "t").unwrap();
+    assert_eq!(c.session_name().to_string(), "HZPROD0001");
+    let e = err("[journal]\nsession = \"MUCH-TOO-LONG\"\n");
+    assert!(
+        e.contains("journal.session") && e.contains("is not a session name"),
+        "{e}"
+    );
 }
 
 #[test]

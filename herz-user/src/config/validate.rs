@@ -115,12 +115,6 @@ impl Config {
                 "must be at least twice journal.max_message_len".into(),
             ));
         }
-        if j.session.len() > 10 || !j.session.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                "journal.session",
-                format!("`{}`: at most 10 printable characters", j.session),
-            ));
-        }
         let mut names = BTreeSet::new();
         for (i, f) in self.feeds.iter().enumerate() {
             if f.lines.is_empty() || f.lines.len() > 2 {
@@ -170,14 +164,7 @@ impl Config {
                     "must hold one journal.max_message_len message".into(),
                 ));
             }
-            let session = c.session.clone().unwrap_or_default();
-            if session.len() > 10 || !session.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid(
-                    &format!("channels[{i}].session"),
-                    "at most 10 printable characters".into(),
-                ));
-            }
-            if !sessions.insert(session.clone()) {
+            if !sessions.insert(c.session) {
                 return Err(invalid(
                     &format!("channels[{i}].session"),
                     "two channels share a session name; give each its own".into(),

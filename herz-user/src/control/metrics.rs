@@ -210,7 +210,7 @@ impl Collector for HerzCollector {
             &self.shared.loop_time,
         )?;
         type Pick = fn(&crate::net::NamedStats) -> u64;
-        let pickers: [(&str, &str, &str, Pick); 4] = [
+        let pickers: [(&str, &str, &str, Pick); 6] = [
             (
                 "herz_feed_in_messages",
                 "Messages delivered to the journal, per feed.",
@@ -222,6 +222,18 @@ impl Collector for HerzCollector {
                 "Message bytes delivered to the journal, per feed.",
                 "feed",
                 |s| s.bytes.load(Relaxed),
+            ),
+            (
+                "herz_feed_gaps",
+                "Gaps detected in a feed's sequence (a gap-free stream turning gapped), per feed.",
+                "feed",
+                |s| s.gaps.load(Relaxed),
+            ),
+            (
+                "herz_feed_duplicates",
+                "Duplicate copies dropped by A/B arbitration (or replays), per feed.",
+                "feed",
+                |s| s.duplicates.load(Relaxed),
             ),
             (
                 "herz_channel_out_messages",

@@ -80,14 +80,10 @@ counters! {
     sessions_refused,
     /// Messages refused by the journal (empty or too large).
     messages_refused,
-    /// Feed gaps detected.
-    feed_gaps,
     /// Re-requests sent upstream.
     feed_rerequests,
     /// Feed messages lost for good (gap unrecoverable).
     feed_lost,
-    /// Duplicate feed messages dropped (A/B arbitration).
-    feed_duplicates,
 }
 
 /// Gauges: current values, set by the hot loop.

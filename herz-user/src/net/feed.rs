@@ -129,7 +129,6 @@ impl Feed {
 
     /// Re-requests gaps that the other line did not fill in time; declares lost what never came.
     pub fn on_timer(&mut self, now: u64, journal: &mut Journal, counters: &Counters) {
-        let before = *self.arbiter.counters();
         let (name, log, max_len) = (&self.name, &mut self.log, self.max_message_len);
         let request = self.arbiter.poll_timers(now, |ev| {
             handle(ev, name, log, max_len, now, journal, counters)
@@ -140,23 +139,12 @@ impl Feed {
                 add(&counters.feed_rerequests, 1);
             }
         }
-        let after = *self.arbiter.counters();
-        add(
-            &counters.feed_gaps,
-            after.gaps_detected.saturating_sub(before.gaps_detected),
-        );
-        add(
-            &counters.feed_duplicates,
-            after
-                .duplicates
-                .total()
-                .saturating_sub(before.duplicates.total()),
-        );
     }
 
-    /// Messages delivered to the journal so far.
-    pub fn delivered(&self) -> u64 {
-        self.arbiter.counters().delivered
+    /// The arbiter's own counters (delivered, gaps, duplicates, ...): the loop publishes them as they
+    /// are, per feed.
+    pub fn arbiter_counters(&self) -> &herz_core::engine::arbiter::ArbiterCounters {
+        self.arbiter.counters()
     }
 
     /// Message bytes delivered to the journal so far.

@@ -98,9 +98,7 @@ impl Distributor {
         let poll = Poll::new().context("creating the event loop")?;
         let clock = Clock(Instant::now());
         let now = clock.now();
-        let name = config.session_name();
-        let session_name = SessionName::new(&name)
-            .map_err(|e| anyhow::anyhow!("journal.session `{name}`: {e}"))?;
+        let session_name = config.session_name();
         let j = &config.journal;
         let journal = Journal::new(JournalConfig {
             max_messages: j.max_messages,
@@ -149,11 +147,7 @@ impl Distributor {
                 })?;
             let filter = (!c.symbols.is_empty() || !c.prefixes.is_empty())
                 .then(|| SubscriptionFilter::from_lists(&c.symbols, &c.prefixes));
-            let session = match &c.session {
-                Some(s) => SessionName::new(s)
-                    .map_err(|e| anyhow::anyhow!("channels[{i}].session: {e}"))?,
-                None => session_name,
-            };
+            let session = c.session.unwrap_or(session_name);
             channels.push(channel::Channel::new(
                 c.name.clone(),
                 session,
@@ -357,8 +351,9 @@ impl Distributor {
             if let Some(d) = &mut self.demo {
                 d.produce(now, &mut self.journal, &self.shared.counters);
             }
-            for f in &mut self.feeds {
+            for (i, f) in self.feeds.iter_mut().enumerate() {
                 f.on_timer(now, &mut self.journal, &self.shared.counters);
+                self.shared.publish_feed(i, f);
             }
             self.fan_out(now);
             self.timers(now);
@@ -717,16 +712,12 @@ impl Distributor {
     fn read_feed(&mut self, i: usize, line: usize, now: u64) {
         if let Some(f) = self.feeds.get_mut(i) {
             f.on_readable(line, now, &mut self.journal, &self.shared.counters);
-            let stats = &self.shared.feeds[i];
-            stats
-                .messages
-                .store(f.delivered(), std::sync::atomic::Ordering::Relaxed);
-            stats
-                .bytes
-                .store(f.delivered_bytes(), std::sync::atomic::Ordering::Relaxed);
-            stats
-                .last_packet_ns
-                .store(now, std::sync::atomic::Ordering::Relaxed);
+            self.shared.publish_feed(i, f);
+            if let Some(stats) = self.shared.feeds.get(i) {
+                stats
+                    .last_packet_ns
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 

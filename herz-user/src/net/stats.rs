@@ -52,6 +52,10 @@ pub struct NamedStats {
     pub bytes: std::sync::atomic::AtomicU64,
     /// Monotonic ns of the last packet (feeds).
     pub last_packet_ns: std::sync::atomic::AtomicU64,
+    /// Gaps detected (feeds).
+    pub gaps: std::sync::atomic::AtomicU64,
+    /// Duplicate copies dropped by A/B arbitration (feeds).
+    pub duplicates: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -140,5 +144,17 @@ impl Shared {
         if let Ok(mut st) = self.state.lock() {
             *st = snap;
         }
+    }
+
+    /// Publishes feed `i`'s counters as its arbiter keeps them (no deltas kept on the side).
+    pub(super) fn publish_feed(&self, i: usize, feed: &super::feed::Feed) {
+        let Some(stats) = self.feeds.get(i) else {
+            return;
+        };
+        let c = feed.arbiter_counters();
+        stats.messages.store(c.delivered, Relaxed);
+        stats.gaps.store(c.gaps_detected, Relaxed);
+        stats.duplicates.store(c.duplicates.total(), Relaxed);
+        stats.bytes.store(feed.delivered_bytes(), Relaxed);
     }
 }
