@@ -29,9 +29,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use report::{Meta, Report, Versions};
-use run::Env;
-use scenarios::Plan;
+use self::{
+    report::{Meta, Report, Versions},
+    run::Env,
+    scenarios::Plan,
+};
 
 const USAGE: &str = "\
 usage: herz-bench [SCENARIO...] [--quick] [--runs N] [--latency-subs N] [--latency-secs S]

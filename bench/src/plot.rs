@@ -5,8 +5,10 @@
 
 use std::path::Path;
 
-use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
+use plotters::{
+    prelude::*,
+    style::{FontStyle, register_font},
+};
 
 use crate::{
     run::System,

@@ -28,6 +28,8 @@ pub mod soup;
 
 mod sys;
 
-pub use generator::TickGenerator;
-pub use mold::{MoldFeedSender, MoldReceiver};
-pub use soup::{SoupPublisher, SoupSubscriber};
+pub use self::{
+    generator::TickGenerator,
+    mold::{MoldFeedSender, MoldReceiver},
+    soup::{SoupPublisher, SoupSubscriber},
+};

@@ -1,8 +1,10 @@
 //! Small OS helpers: waiting on several file descriptors with a nanosecond timeout.
 
-use std::io;
-use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::{
+    io,
+    os::fd::RawFd,
+    time::{Duration, Instant},
+};
 
 /// Readable.
 pub(crate) const IN: i16 = libc::POLLIN;

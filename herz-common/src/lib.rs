@@ -618,8 +618,9 @@ mod pod {
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use super::*;
     use core::mem::size_of;
+
+    use super::*;
 
     #[test]
     fn layouts_have_no_implicit_padding() {

@@ -29,14 +29,17 @@ use aya_ebpf::{
     },
     programs::{TcContext, XdpContext},
 };
-use diag::{LogSite, diag, may_log};
 use herz_common::{
     BlockEntry, COUNTERS, Counter, DropReason, EVENTS_BYTES, EventKind, FlowState, IPPROTO_TCP,
     IPPROTO_UDP, MAX_BURST, MAX_CIDRS, MAX_ESTABLISHED, MAX_HALF_OPEN, MAX_PORTS, MAX_RATE,
     MAX_SOURCES, MAX_TRUSTED, NS_PER_SEC, Origin, PeerState, PortKey, PortRole, RateState,
     ShieldEvent, ShieldParams, SourceKey, SourceStats, TokenBucket,
 };
-use parse::{Outcome, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+use self::{
+    diag::{LogSite, diag, may_log},
+    parse::{Outcome, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
 
 /// LPM trie key as the kernel reads it (`struct bpf_lpm_trie_key`): same bytes as
 /// `herz_common::LpmKey`, but with the address as 4-byte words so that building it on the stack takes

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use signal_hook::{consts::SIGHUP, iterator::Signals};
 
 use crate::{
-    config::Config, logging::LogReload, net::commands::Command, net::commands::LoopHandle,
+    config::Config,
+    logging::LogReload,
+    net::commands::{Command, LoopHandle},
 };
 
 /// What a reload needs: where the configuration comes from, what is in force, and who applies it.

@@ -18,8 +18,10 @@ use herz_tests::{
     privileged, unique_id,
 };
 use herz_user::shield::{
-    Cidr, ShieldHandle, apply, cidr::ktime_now_ns, pinned, programs::TC_EGRESS,
-    programs::TC_INGRESS,
+    Cidr, ShieldHandle, apply,
+    cidr::ktime_now_ns,
+    pinned,
+    programs::{TC_EGRESS, TC_INGRESS},
 };
 
 const SUB: u16 = 7100;

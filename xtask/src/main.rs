@@ -40,6 +40,8 @@ enum Verb {
     },
     /// Formatting (rustfmt) and lints (clippy, warnings denied) on the workspace and on herz-ebpf.
     Lint,
+    /// Formats every crate (the workspace and herz-ebpf) with the pinned nightly's rustfmt.
+    Fmt,
     /// Setup if needed, lint, build, and run every test (unit, BPF_PROG_TEST_RUN, privileged integration,
     /// fuzz).
     Test {
@@ -70,6 +72,7 @@ fn main() {
             setup::ensure().and_then(|channel| build(&channel, release).map(|_| ()))
         }
         Verb::Lint => setup::ensure().and_then(|channel| lint(&channel)),
+        Verb::Fmt => setup::ensure().and_then(|channel| fmt(&channel, false)),
         Verb::Run { release, args } => run(release, &args),
         Verb::Test { args } => test(&args),
         Verb::Bench {
@@ -152,15 +155,28 @@ fn build(channel: &str, release: bool) -> anyhow::Result<PathBuf> {
         .join("herz"))
 }
 
+/// rustfmt on the workspace and on herz-ebpf, with the pinned nightly's rustfmt (rustfmt.toml's import
+/// grouping is a nightly option); `check` only reports.
+fn fmt(channel: &str, check: bool) -> anyhow::Result<()> {
+    let mut workspace = Command::new("cargo");
+    workspace
+        .current_dir(root())
+        .args(["fmt", "--all"])
+        .env("RUSTUP_TOOLCHAIN", channel);
+    let mut ebpf = ebpf_cargo(channel);
+    ebpf.arg("fmt");
+    if check {
+        workspace.arg("--check");
+        ebpf.arg("--check");
+    }
+    run_cmd(&mut workspace)?;
+    run_cmd(&mut ebpf)
+}
+
 /// rustfmt in check mode and clippy with warnings denied, on the workspace and on herz-ebpf.
 fn lint(channel: &str) -> anyhow::Result<()> {
-    eprintln!("xtask: lint: rustfmt --check (workspace, herz-ebpf)");
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root())
-            .args(["fmt", "--all", "--check"]),
-    )?;
-    run_cmd(ebpf_cargo(channel).args(["fmt", "--check"]))?;
+    eprintln!("xtask: lint: rustfmt --check (workspace, herz-ebpf; `cargo xtask fmt` fixes)");
+    fmt(channel, true)?;
     eprintln!("xtask: lint: clippy -D warnings (workspace, herz-ebpf)");
     // The embedded object is only read by `include_bytes!` at build time; clippy needs the file to exist.
     let object = build_ebpf(channel)?;

@@ -21,12 +21,6 @@ mod nft;
 mod report;
 pub mod topo;
 
-use cells::*;
-use detection::*;
-use nft::*;
-use report::*;
-pub use report::{markdown, notes};
-
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
@@ -43,6 +37,15 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+pub use self::report::{markdown, notes};
+use self::{
+    cells::*,
+    detection::*,
+    flood::{Bounds, FrameSpec, Method, Sent},
+    nft::*,
+    report::*,
+    topo::Topo,
+};
 use crate::{
     pubs::Load,
     run::{Env, Latency, RunOpts, RunResult, System, run_once_with},
@@ -50,8 +53,6 @@ use crate::{
     servers::{HerzDaemon, HerzOpts},
     sys::TempDir,
 };
-use flood::{Bounds, FrameSpec, Method, Sent};
-use topo::Topo;
 
 /// Sets a flag when dropped (stops a thread on every exit path).
 struct StopOnDrop(Arc<AtomicBool>);

@@ -10,8 +10,7 @@
 //! Sockets are IPv4 for multicast (group joined on an interface address); unicast works with any
 //! address family.
 
-use std::io;
-use std::net::SocketAddr;
+use std::{io, net::SocketAddr};
 
 use herz_core::protocol::moldudp64::MoldError;
 use thiserror::Error;
@@ -22,10 +21,13 @@ mod sender;
 mod tests;
 
 pub use herz_core::protocol::moldudp64::Session;
-pub use receiver::{
-    MoldEvent, MoldReceiver, MoldReceiverConfig, MoldReceiverStats, OwnedMoldEvent, StartFrom,
+
+pub use self::{
+    receiver::{
+        MoldEvent, MoldReceiver, MoldReceiverConfig, MoldReceiverStats, OwnedMoldEvent, StartFrom,
+    },
+    sender::{DropRule, MoldFeedSender, MoldFeedSenderConfig, MoldSenderStats},
 };
-pub use sender::{DropRule, MoldFeedSender, MoldFeedSenderConfig, MoldSenderStats};
 
 /// Errors of the MoldUDP64 clients. Each names the socket address involved.
 #[derive(Debug, Error)]

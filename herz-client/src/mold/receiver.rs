@@ -1,12 +1,13 @@
 //! [`MoldReceiver`]: receives a MoldUDP64 stream and delivers it in sequence order, recovering
 //! lost packets through a re-request server.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
 
 use herz_core::protocol::moldudp64::{Packet, RequestPacket, Session};
 use socket2::{Domain, Protocol, Socket, Type};

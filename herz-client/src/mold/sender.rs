@@ -1,12 +1,13 @@
 //! [`MoldFeedSender`]: an upstream MoldUDP64 feed simulator, to test Herz's UDP feed ingest
 //! (A/B arbitration, gap filling through re-requests, heartbeats, end of session).
 
-use std::collections::{BTreeSet, VecDeque};
-use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
 
 use herz_core::protocol::moldudp64::{
     DEFAULT_MAX_PACKET_LEN, Packet, PacketBuilder, RequestPacket, Session, encode_end_of_session,
@@ -15,8 +16,7 @@ use herz_core::protocol::moldudp64::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::MoldClientError;
-use crate::generator::XorShift;
-use crate::sys;
+use crate::{generator::XorShift, sys};
 
 /// How a [`MoldFeedSender`] sends.
 #[derive(Debug, Clone)]

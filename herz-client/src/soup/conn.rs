@@ -2,11 +2,13 @@
 //! stream with one reusable receive buffer, one write queue, send/receive timestamps for the
 //! heartbeat and silence timers, and the login exchange.
 
-use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::{
+    fmt,
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpStream, ToSocketAddrs},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
 
 use herz_core::protocol::soupbintcp::{
     self, DEFAULT_MAX_CLIENT_PACKET_LEN, Filter, HerzControl, LoginAccepted, LoginRequest,

@@ -8,10 +8,7 @@
 //! (filters before login, `HERZ SKIP` markers) from its [`herz`](soupbintcp::herz) module. See
 //! `docs/PROTOCOL.md` sections 4 and 5.
 
-use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::{fmt, io, net::SocketAddr, time::Duration};
 
 use herz_core::protocol::soupbintcp::{self, PacketType, RejectReason, SoupError};
 use thiserror::Error;
@@ -22,10 +19,15 @@ mod subscriber;
 #[cfg(test)]
 mod tests;
 
-pub use herz_core::protocol::moldudp64::Session;
-pub use herz_core::protocol::soupbintcp::{Filter, LoginAccepted, SkipReason};
-pub use publisher::SoupPublisher;
-pub use subscriber::{Event, OwnedEvent, SoupSubscriber};
+pub use herz_core::protocol::{
+    moldudp64::Session,
+    soupbintcp::{Filter, LoginAccepted, SkipReason},
+};
+
+pub use self::{
+    publisher::SoupPublisher,
+    subscriber::{Event, OwnedEvent, SoupSubscriber},
+};
 
 /// The smallest receive buffer: one maximal SoupBinTCP packet (2 + 65535 bytes) must fit.
 pub const MIN_READ_BUFFER: usize = 2 + soupbintcp::MAX_PACKET_LEN;

@@ -1,17 +1,21 @@
 //! [`SoupPublisher`]: a SoupBinTCP publisher sending Herz messages as `U` packets.
 
-use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
-
-use herz_core::protocol::moldudp64::Session;
-use herz_core::protocol::soupbintcp::{
-    self, HerzControl, LoginAccepted, LoginRequest, MAX_PACKET_LEN, Packet,
+use std::{
+    fmt,
+    net::{SocketAddr, ToSocketAddrs},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
 };
 
-use super::conn::{Conn, ReadResult};
-use super::{SoupClientError, SoupOptions};
+use herz_core::protocol::{
+    moldudp64::Session,
+    soupbintcp::{self, HerzControl, LoginAccepted, LoginRequest, MAX_PACKET_LEN, Packet},
+};
+
+use super::{
+    SoupClientError, SoupOptions,
+    conn::{Conn, ReadResult},
+};
 use crate::sys;
 
 /// A SoupBinTCP publisher.

@@ -1,16 +1,22 @@
 //! [`SoupSubscriber`]: a SoupBinTCP subscriber that understands the Herz extension.
 
-use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
-
-use herz_core::protocol::moldudp64::Session;
-use herz_core::protocol::soupbintcp::{
-    self, Filter, HerzControl, LoginAccepted, LoginRequest, MAX_PACKET_LEN, Packet, SkipReason,
+use std::{
+    fmt,
+    net::{SocketAddr, ToSocketAddrs},
+    time::{Duration, Instant},
 };
 
-use super::conn::{Conn, WaitResult};
-use super::{SoupClientError, SoupOptions};
+use herz_core::protocol::{
+    moldudp64::Session,
+    soupbintcp::{
+        self, Filter, HerzControl, LoginAccepted, LoginRequest, MAX_PACKET_LEN, Packet, SkipReason,
+    },
+};
+
+use super::{
+    SoupClientError, SoupOptions,
+    conn::{Conn, WaitResult},
+};
 
 /// What a subscriber receives, borrowing payloads from the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

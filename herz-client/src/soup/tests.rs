@@ -1,9 +1,11 @@
 //! SoupSubscriber / SoupPublisher against tiny in-test servers built from the herz-core codecs.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
 
 use herz_core::protocol::soupbintcp::{
     self, DEFAULT_MAX_CLIENT_PACKET_LEN, HerzControl, LoginAccepted, LoginRequest, Packet,

@@ -4,8 +4,10 @@
 //! Counts are per thread because the test harness runs tests concurrently, each on its own thread,
 //! so another test's allocations never show up in a measurement.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+};
 
 struct Counting;
 

@@ -42,9 +42,8 @@
 //! [`poll_timers`](FeedArbiter::poll_timers) at [`next_deadline`](FeedArbiter::next_deadline)
 //! (or on every loop iteration).
 
-use crate::protocol::moldudp64::{Packet, RequestPacket, Session};
-
 use super::ConfigError;
+use crate::protocol::moldudp64::{Packet, RequestPacket, Session};
 
 /// Where a packet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

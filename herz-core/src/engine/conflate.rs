@@ -293,9 +293,10 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::engine::alloc_count::allocations;
-    use crate::engine::skip::SkipAccumulator;
-    use crate::protocol::soupbintcp::SkipReason;
+    use crate::{
+        engine::{alloc_count::allocations, skip::SkipAccumulator},
+        protocol::soupbintcp::SkipReason,
+    };
 
     fn m(ty: u8, symbol: &str) -> Vec<u8> {
         let mut msg = vec![ty];

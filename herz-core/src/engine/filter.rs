@@ -18,8 +18,10 @@
 //! and never matches** a filter: the distributor cannot route what it cannot name. (Publishers'
 //! messages are validated at ingest, so this only concerns foreign feeds.)
 
-use crate::protocol::soupbintcp::{Filter, MAX_FILTER_ENTRIES, SoupError};
-use crate::protocol::tick::{SYMBOL_LEN, Symbol, symbol_of, unpadded};
+use crate::protocol::{
+    soupbintcp::{Filter, MAX_FILTER_ENTRIES, SoupError},
+    tick::{SYMBOL_LEN, Symbol, symbol_of, unpadded},
+};
 
 /// The compiled symbol and prefix lists of one subscription.
 ///

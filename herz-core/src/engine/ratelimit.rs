@@ -17,8 +17,7 @@
 //! Buckets count in nano-messages (1 message = 10^9 units), so refilling `elapsed_ns * per_sec`
 //! units is exact integer arithmetic: no drift, no rounding, deterministic.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::{collections::HashMap, net::SocketAddr};
 
 use super::ConfigError;
 

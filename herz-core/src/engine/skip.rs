@@ -112,8 +112,9 @@ impl SkipAccumulator {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use SkipReason::{Conflated, Dropped, Filtered, Other};
+
+    use super::*;
 
     #[test]
     fn empty() {

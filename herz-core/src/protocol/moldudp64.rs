@@ -18,9 +18,7 @@
 //! [`Packet::parse`] validates a whole datagram so that iterating its messages cannot fail;
 //! [`PacketBuilder`] fills a reusable buffer up to a size limit and patches the count at the end.
 
-use core::fmt;
-use core::iter::FusedIterator;
-use core::str::FromStr;
+use core::{fmt, iter::FusedIterator, str::FromStr};
 
 use thiserror::Error;
 

@@ -28,8 +28,7 @@
 //! Decoding is strict: a message of a known type must have exactly its documented length and a
 //! well-formed symbol.
 
-use core::fmt;
-use core::str::FromStr;
+use core::{fmt, str::FromStr};
 
 use thiserror::Error;
 

@@ -1,21 +1,27 @@
 //! `herz pub`: a publisher, over SoupBinTCP to Herz's publisher port (default) or as an upstream
 //! MoldUDP64 multicast feed, sending synthetic ticks or messages from a file at a paced rate.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
-use herz_client::clock::{TimestampSource, mono_ns, realtime_ns};
-use herz_client::generator::{
-    Burst, GeneratorConfig, Pace, Pacer, PacingConfig, TickGenerator, generated_symbols,
-    parse_symbols,
+use herz_client::{
+    clock::{TimestampSource, mono_ns, realtime_ns},
+    generator::{
+        Burst, GeneratorConfig, Pace, Pacer, PacingConfig, TickGenerator, generated_symbols,
+        parse_symbols,
+    },
+    herz_core::protocol::tick::{Aggressor, PRICE_SCALE, Quote, Symbol, Tick, Trade},
+    mold::{DropRule, MoldFeedSender, MoldFeedSenderConfig, Session},
+    soup::SoupPublisher,
 };
-use herz_client::herz_core::protocol::tick::{Aggressor, PRICE_SCALE, Quote, Symbol, Tick, Trade};
-use herz_client::mold::{DropRule, MoldFeedSender, MoldFeedSenderConfig, Session};
-use herz_client::soup::SoupPublisher;
 
 use super::sub::parse_secs;
 

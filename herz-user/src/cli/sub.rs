@@ -9,19 +9,27 @@
 //! accepted sequence is above the requested one (`--from`, or a `--reconnect` resume) is a gap;
 //! over multicast, a loss the re-request server could not fill is one.
 
-use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    io::{self, BufWriter, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
-use herz_client::clock::{mono_ns, realtime_ns};
-use herz_client::herz_core::protocol::soupbintcp::{Filter, SkipReason};
-use herz_client::herz_core::protocol::tick::{self, Aggressor, DisplayPrice, Tick};
-use herz_client::mold::{MoldEvent, MoldReceiver, MoldReceiverConfig, StartFrom};
-use herz_client::soup::{Event, Session, SoupClientError, SoupSubscriber};
+use herz_client::{
+    clock::{mono_ns, realtime_ns},
+    herz_core::protocol::{
+        soupbintcp::{Filter, SkipReason},
+        tick::{self, Aggressor, DisplayPrice, Tick},
+    },
+    mold::{MoldEvent, MoldReceiver, MoldReceiverConfig, StartFrom},
+    soup::{Event, Session, SoupClientError, SoupSubscriber},
+};
 
 /// Subscribe to Herz and print ticks.
 ///

@@ -11,9 +11,8 @@ use herz_core::{
     engine::{filter::SubscriptionFilter, journal::Journal},
     protocol::moldudp64::{self, PacketBuilder, Session},
 };
-use socket2::Socket;
-
 use herz_sys::mmsg as batch;
+use socket2::Socket;
 
 /// One multicast channel.
 pub struct Channel {

@@ -29,17 +29,18 @@ use herz_core::{
         journal::{Journal, JournalConfig},
     },
     protocol::moldudp64::Session as SessionName,
+    session::{CloseReason, Ctx, Event, LagAction, Role, State},
 };
 use mio::{Events, Interest, Poll, net::TcpListener, unix::SourceFd};
 use slab::Slab;
 
-use crate::config::Config;
-use crate::ratelog::RateLimitedLog;
-use counters::add;
-use herz_core::session::{CloseReason, Ctx, Event, LagAction, Role, State};
-use session::Conn;
-pub use stats::{NamedStats, Shared};
-use tokens::{Owner, Tokens};
+pub use self::stats::{NamedStats, Shared};
+use self::{
+    counters::add,
+    session::Conn,
+    tokens::{Owner, Tokens},
+};
+use crate::{config::Config, ratelog::RateLimitedLog};
 
 /// Monotonic nanoseconds since the loop started.
 #[derive(Debug, Clone, Copy)]

@@ -32,11 +32,13 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
 
+pub use self::{
+    bpffs::{PinDirLock, ensure_mounted},
+    cidr::{Cidr, format_duration, parse_duration},
+    events::{Event, EventStats},
+    handle::{ShieldHandle, TrustCounts, TrustWriter},
+};
 use crate::config::{Config, XdpAttachMode};
-pub use bpffs::{PinDirLock, ensure_mounted};
-pub use cidr::{Cidr, format_duration, parse_duration};
-pub use events::{Event, EventStats};
-pub use handle::{ShieldHandle, TrustCounts, TrustWriter};
 
 /// Default pin directory.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/herz";

@@ -1,7 +1,8 @@
 //! Unit tests of the receiver's sequencer: gaps, duplicates, re-requests and end of session.
 
-use super::*;
 use herz_core::protocol::moldudp64::{PacketBuilder, encode_end_of_session, encode_heartbeat};
+
+use super::*;
 
 fn session() -> Session {
     Session::new("TEST000001").unwrap()

@@ -1,8 +1,10 @@
 //! Tests of the feed arbiter: every scenario is driven packet by packet with explicit times.
 
 use super::*;
-use crate::engine::alloc_count::allocations;
-use crate::protocol::moldudp64::{PacketBuilder, encode_end_of_session, encode_heartbeat};
+use crate::{
+    engine::alloc_count::allocations,
+    protocol::moldudp64::{PacketBuilder, encode_end_of_session, encode_heartbeat},
+};
 
 const US: u64 = 1_000;
 const MS: u64 = 1_000_000;

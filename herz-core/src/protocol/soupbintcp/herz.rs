@@ -20,9 +20,11 @@
 use core::fmt;
 
 use super::{HEADER_LEN, MAX_PAYLOAD_LEN, PacketType, SoupError, packet_header};
-use crate::protocol::Snippet;
-use crate::protocol::tick::{SYMBOL_LEN, Symbol, is_symbol_byte, unpadded};
-use crate::protocol::wire::{decimal_right_justified, parse_digits};
+use crate::protocol::{
+    Snippet,
+    tick::{SYMBOL_LEN, Symbol, is_symbol_byte, unpadded},
+    wire::{decimal_right_justified, parse_digits},
+};
 
 /// The most entries (symbols + prefixes) one subscription may hold, over all its FILTER
 /// packets; also the most one FILTER packet may carry.

@@ -33,18 +33,22 @@ use core::fmt;
 
 use thiserror::Error;
 
-use super::Snippet;
-use super::moldudp64::{SESSION_LEN, Session};
-use super::wire::{array, decimal_right_justified, left_justified, parse_digits, trim_spaces};
+use super::{
+    Snippet,
+    moldudp64::{SESSION_LEN, Session},
+    wire::{array, decimal_right_justified, left_justified, parse_digits, trim_spaces},
+};
 
 pub mod herz;
 mod login;
 
-pub use herz::{
-    Filter, FilterEntries, HERZ_TAG, HerzControl, MAX_FILTER_ENTRIES, SkipReason,
-    encode_error_packet, encode_filter_packets, encode_skip_packet,
+pub use self::{
+    herz::{
+        Filter, FilterEntries, HERZ_TAG, HerzControl, MAX_FILTER_ENTRIES, SkipReason,
+        encode_error_packet, encode_filter_packets, encode_skip_packet,
+    },
+    login::{LoginAccepted, LoginRequest},
 };
-pub use login::{LoginAccepted, LoginRequest};
 
 /// Length of the packet length field.
 pub const LENGTH_FIELD_LEN: usize = 2;

@@ -1,7 +1,9 @@
 //! Unit tests of the SoupBinTCP codec and the Herz control packets.
 
-use super::herz::{encode_error_packet, encode_filter_packets, encode_skip_packet};
-use super::*;
+use super::{
+    herz::{encode_error_packet, encode_filter_packets, encode_skip_packet},
+    *,
+};
 use crate::protocol::tick::Symbol;
 
 fn session() -> Session {

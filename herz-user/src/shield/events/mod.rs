@@ -39,18 +39,18 @@ use aya::maps::{HashMap as BpfHashMap, MapData, MapError, RingBuf};
 use herz_common::{BlockEntry, DropReason, EventKind, FlowKey, FlowState, Origin};
 use serde::Serialize;
 
-use crate::ratelog::RateLimitedLog;
-
+use self::decode::log_event;
+pub use self::{
+    decode::{Event, EventStats, decode},
+    reconcile::rst_frame,
+};
 use super::{
     Cidr, ShieldError,
     cidr::{format_duration, ktime_now_ns},
     kernel_log::KernelLog,
     pinned::{Trie, key_to_ip, origin_label},
 };
-
-use decode::log_event;
-pub use decode::{Event, EventStats, decode};
-pub use reconcile::rst_frame;
+use crate::ratelog::RateLimitedLog;
 
 /// How often the blocklist is swept and compared.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
