@@ -318,7 +318,10 @@ impl ShieldParams {
 }
 
 /// A token bucket in fixed point: one token is [`NS_PER_SEC`] units, and `elapsed_ns * rate` units are
-/// added per refill, so no division is needed in the kernel.
+/// added per refill, so no division is needed in the kernel. The one token bucket of Herz: the XDP
+/// program's per-source and global SYN/UDP limits, and user space's re-request limits (herz-core
+/// `ratelimit`), which take several tokens at once. Times are a monotonic clock's ns; time 0 marks a
+/// bucket never touched (a zeroed map value), so a clock that can read 0 is offset by its caller.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {
@@ -342,6 +345,41 @@ impl TokenBucket {
         } else {
             self.units = units;
             false
+        }
+    }
+
+    /// A bucket holding `burst` tokens at `now_ns`.
+    #[inline(always)]
+    pub const fn full(now_ns: u64, burst: u64) -> Self {
+        Self {
+            units: burst * NS_PER_SEC,
+            last_ns: now_ns,
+        }
+    }
+
+    /// Whole tokens the bucket holds at `now_ns`, refill included, without changing it.
+    #[inline(always)]
+    pub fn tokens(&self, now_ns: u64, rate: u64, burst: u64) -> u64 {
+        self.available(now_ns, rate, burst) / NS_PER_SEC
+    }
+
+    /// Refills for the time since the last call, then takes `n` tokens; false (and nothing taken)
+    /// when fewer are there.
+    #[inline(always)]
+    pub fn take_n(&mut self, now_ns: u64, rate: u64, burst: u64, n: u64) -> bool {
+        let units = self.available(now_ns, rate, burst);
+        if now_ns > self.last_ns || self.last_ns == 0 {
+            self.last_ns = now_ns;
+        }
+        match n.checked_mul(NS_PER_SEC) {
+            Some(want) if units >= want => {
+                self.units = units - want;
+                true
+            }
+            _ => {
+                self.units = units;
+                false
+            }
         }
     }
 
@@ -687,6 +725,26 @@ mod tests {
         }
         let empty = TokenBucket::default();
         assert!(!empty.has_token(t0, 10, 0), "no burst, no token");
+    }
+
+    #[test]
+    fn several_tokens_are_taken_at_once_or_not_at_all() {
+        let t0 = 3 * NS_PER_SEC;
+        let mut b = TokenBucket::full(t0, 100);
+        assert_eq!(b.tokens(t0, 1_000, 100), 100);
+        assert!(b.take_n(t0, 1_000, 100, 60));
+        assert!(!b.take_n(t0, 1_000, 100, 41), "only 40 left");
+        assert_eq!(b.tokens(t0, 1_000, 100), 40, "a refused take takes nothing");
+        assert!(b.take_n(t0, 1_000, 100, 40));
+        // 1,000/s: one per millisecond, fractions kept exactly.
+        assert_eq!(b.tokens(t0 + 999_999, 1_000, 100), 0);
+        assert!(b.take_n(t0 + 1_000_000, 1_000, 100, 1));
+        assert!(
+            !b.take_n(t0 + 1_000_000, 1_000, 100, u64::MAX),
+            "no overflow"
+        );
+        // Never above the burst.
+        assert_eq!(b.tokens(t0 + 1_000 * NS_PER_SEC, 1_000, 100), 100);
     }
 
     #[test]

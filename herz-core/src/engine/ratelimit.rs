@@ -14,20 +14,20 @@
 //! ports) can beat the per-requester limit, and why the global bucket exists: it caps what the
 //! server sends in total, whoever asks.
 //!
-//! Buckets count in nano-messages (1 message = 10^9 units), so refilling `elapsed_ns * per_sec`
-//! units is exact integer arithmetic: no drift, no rounding, deterministic.
+//! Buckets are herz-common's [`TokenBucket`], the kernel shield's: they count in nano-messages
+//! (1 message = 10^9 units), so refilling `elapsed_ns * per_sec` units is exact integer arithmetic (no
+//! drift, no rounding, deterministic), and an idle bucket is credited at most 100 s at a time.
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use super::ConfigError;
+use herz_common::{MAX_BURST, MAX_RATE, TokenBucket};
 
-/// Bucket units per message.
-const UNITS: u64 = 1_000_000_000;
+use super::ConfigError;
 
 /// A token bucket's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenRate {
-    /// Sustained rate, messages per second (1 to 10^9).
+    /// Sustained rate, messages per second (1 to 10^7, the token bucket's bound).
     pub per_sec: u64,
     /// Bucket size: the most messages granted at once after an idle period (1 to 10^9).
     pub burst: u64,
@@ -39,14 +39,14 @@ impl TokenRate {
             per_sec,
             self.per_sec,
             1,
-            UNITS,
-            "must be between 1 and 1000000000 messages per second",
+            MAX_RATE,
+            "must be between 1 and 10000000 messages per second",
         )?;
         ConfigError::check_range(
             burst,
             self.burst,
             1,
-            UNITS,
+            MAX_BURST,
             "must be between 1 and 1000000000 messages",
         )
     }
@@ -138,43 +138,34 @@ pub struct RateLimitCounters {
     pub evictions: u64,
 }
 
+/// A requester's (or the global) bucket: herz-common's [`TokenBucket`], the same arithmetic the
+/// kernel shield uses. Its time 0 marks "never touched", so this module's times are offset by one ns
+/// ([`at`]): a caller's clock may start at 0.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Units available (at most `burst * UNITS`).
-    units: u64,
-    /// When `units` was last brought up to date.
-    updated: u64,
+struct Bucket(TokenBucket);
+
+/// `now` on the buckets' clock.
+#[inline]
+fn at(now: u64) -> u64 {
+    now.saturating_add(1)
 }
 
 impl Bucket {
     fn full(rate: &TokenRate, now: u64) -> Self {
-        Bucket {
-            units: rate.burst * UNITS,
-            updated: now,
-        }
+        Bucket(TokenBucket::full(at(now), rate.burst))
     }
 
-    /// Units at `now`, without changing the bucket. `now` before the last update (which a
-    /// monotonic clock never does) refills nothing.
+    /// Whole messages available at `now`, without changing the bucket.
     #[inline]
-    fn units_at(&self, rate: &TokenRate, now: u64) -> u64 {
-        let cap = rate.burst * UNITS;
-        let elapsed = u128::from(now.saturating_sub(self.updated));
-        let refill = (elapsed * u128::from(rate.per_sec)).min(u128::from(cap)) as u64;
-        self.units.saturating_add(refill).min(cap)
+    fn messages_at(&self, rate: &TokenRate, now: u64) -> u64 {
+        self.0.tokens(at(now), rate.per_sec, rate.burst)
     }
 
-    /// Brings the bucket up to date and returns the whole messages available.
+    /// Takes `messages` (which [`messages_at`](Self::messages_at) said are there) at `now`.
     #[inline]
-    fn refill(&mut self, rate: &TokenRate, now: u64) -> u64 {
-        self.units = self.units_at(rate, now);
-        self.updated = self.updated.max(now);
-        self.units / UNITS
-    }
-
-    #[inline]
-    fn take(&mut self, messages: u64) {
-        self.units -= messages * UNITS;
+    fn take(&mut self, rate: &TokenRate, now: u64, messages: u64) {
+        let taken = self.0.take_n(at(now), rate.per_sec, rate.burst, messages);
+        debug_assert!(taken, "took more than the bucket held");
     }
 }
 
@@ -255,23 +246,25 @@ impl RequesterLimits {
         let i = self.touch(key, now) as usize;
         let own = self.entries[i]
             .bucket
-            .refill(&self.config.per_requester, now);
+            .messages_at(&self.config.per_requester, now);
         let mut granted = u64::from(requested)
             .min(u64::from(self.config.max_per_request))
             .min(own);
         if let (Some(bucket), Some(rate)) = (&mut self.global, &self.config.global) {
-            let global = bucket.refill(rate, now);
+            let global = bucket.messages_at(rate, now);
             if granted > 0 && global == 0 {
                 self.counters.denied_global += 1;
             }
             granted = granted.min(global);
-            bucket.take(granted);
+            bucket.take(rate, now, granted);
         }
         if granted == 0 {
             self.counters.denied += 1;
             return Decision::Deny;
         }
-        self.entries[i].bucket.take(granted);
+        self.entries[i]
+            .bucket
+            .take(&self.config.per_requester, now, granted);
         self.counters.allowed += 1;
         self.counters.granted_messages += granted;
         if granted < u64::from(requested) {
@@ -287,13 +280,13 @@ impl RequesterLimits {
     pub fn available(&self, addr: SocketAddr, now: u64) -> Option<u64> {
         let &i = self.index.get(&self.key(addr))?;
         let bucket = &self.entries[i as usize].bucket;
-        Some(bucket.units_at(&self.config.per_requester, now) / UNITS)
+        Some(bucket.messages_at(&self.config.per_requester, now))
     }
 
     /// Messages the global bucket holds at `now`; `None` without a global bucket.
     pub fn global_available(&self, now: u64) -> Option<u64> {
         let (bucket, rate) = (self.global.as_ref()?, self.config.global.as_ref()?);
-        Some(bucket.units_at(rate, now) / UNITS)
+        Some(bucket.messages_at(rate, now))
     }
 
     /// Requesters currently remembered.
@@ -377,6 +370,9 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
     use super::*;
+
+    /// Bucket units per message.
+    const UNITS: u64 = herz_common::NS_PER_SEC;
     use crate::engine::alloc_count::allocations;
 
     const MS: u64 = 1_000_000;
