@@ -8,7 +8,7 @@ use std::{
 };
 
 use herz_core::protocol::{moldudp64::Session, tick::Symbol};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a configuration was refused. Each message names the key and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub enum ConfigError {
 }
 
 /// Log output settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `human` or `json`.
@@ -63,7 +63,7 @@ impl Default for LogConfig {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -73,7 +73,7 @@ pub enum LogFormat {
 }
 
 /// How the XDP program is attached.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpAttachMode {
     /// Driver (native) mode, falling back to generic (skb) mode when the driver has no XDP support.
@@ -85,7 +85,7 @@ pub enum XdpAttachMode {
 }
 
 /// The kernel shield.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShieldConfig {
     /// Load and attach the kernel programs at all.
@@ -226,7 +226,7 @@ impl ShieldConfig {
 pub use herz_core::session::{SlowConsumerPolicy, User};
 
 /// Where Herz accepts subscribers (SoupBinTCP).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SubscriberConfig {
     /// TCP listen address.
@@ -278,7 +278,7 @@ impl Default for SubscriberConfig {
 }
 
 /// Where Herz accepts publishers (SoupBinTCP `U` packets, one Herz message each).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PublisherConfig {
     /// TCP listen address.
@@ -304,7 +304,7 @@ impl Default for PublisherConfig {
 }
 
 /// The journal every egress reads from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
     /// Most messages retained (replay and re-request reach this far back).
@@ -329,7 +329,7 @@ impl Default for JournalSection {
 }
 
 /// An upstream MoldUDP64 feed, on one line or two redundant lines (A/B).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// Name used in logs and metrics.
@@ -362,7 +362,7 @@ fn default_rerequest_delay() -> u64 {
 }
 
 /// A multicast egress channel: one MoldUDP64 session on a group.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// Name used in logs and metrics.
@@ -403,7 +403,7 @@ fn default_flush() -> u64 {
 }
 
 /// The MoldUDP64 re-request server for the channels.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RerequestConfig {
     /// UDP listen address (unicast).
@@ -428,7 +428,7 @@ impl Default for RerequestConfig {
 }
 
 /// The synthetic demo feed that makes a first run show ticks.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
     /// Generate synthetic ticks inside the daemon. On in the defaults, labelled in the logs; turn it off
@@ -451,7 +451,7 @@ impl Default for DemoConfig {
 }
 
 /// The control plane's HTTP endpoint: `/metrics`, `/healthz`, `/state`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
     /// Serve it at all.
@@ -470,7 +470,7 @@ impl Default for ControlConfig {
 }
 
 /// Runtime state files.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     /// Directory for the daemon's status file (read by `herz stats`).
@@ -486,7 +486,7 @@ impl Default for StateConfig {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Logging.

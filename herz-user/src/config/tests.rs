@@ -151,3 +151,18 @@ fn channel_symbols_are_parsed_into_symbols_and_a_bad_one_is_named() {
         );
     }
 }
+
+#[test]
+fn a_configuration_written_with_serde_reads_back_the_same() {
+    let mut c = Config::from_toml(
+        include_str!("../../../deploy/herz.example.toml"),
+        "deploy/herz.example.toml",
+    )
+    .unwrap();
+    c.journal.session = Some(Session::new("HZTEST0001").unwrap());
+    let text = toml::to_string(&c).unwrap();
+    let back = Config::from_toml(&text, "written").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(back, c);
+    let default = toml::to_string(&Config::default()).unwrap();
+    assert_eq!(Config::from_toml(&default, "default").unwrap(), Config::default());
+}
