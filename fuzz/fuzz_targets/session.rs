@@ -8,7 +8,7 @@
 use herz_core::{
     engine::journal::{Journal, JournalConfig},
     protocol::moldudp64::Session as SessionName,
-    session::{Ctx, Event, Role, ServerSession, SlowConsumerPolicy, State, User},
+    session::{Ctx, Event, Role, ServerSession, SlowConsumerPolicy, State, Timers, User},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -58,7 +58,8 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => {
                 now += (op as u64) * 50_000_000;
-                s.on_timer(now, 1_000_000_000, 15_000_000_000);
+                let timers = Timers { heartbeat_ns: 1_000_000_000, silence_ns: 15_000_000_000, login_ns: 5_000_000_000 };
+                s.on_timer(now, &timers);
             }
             _ => {
                 let _ = s.enforce_lag(&journal, 8, op & 0x80 != 0);

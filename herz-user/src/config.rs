@@ -244,6 +244,9 @@ pub struct SubscriberConfig {
     pub heartbeat_ms: u64,
     /// Close a session that sent nothing for this long, milliseconds.
     pub timeout_ms: u64,
+    /// Close a connection (subscriber or publisher) that has not logged in this long after it
+    /// connected, milliseconds; heartbeats and Herz control packets do not extend it.
+    pub login_timeout_ms: u64,
     /// TCP keepalive idle time, seconds (0 turns keepalive off).
     pub keepalive_secs: u64,
     /// TCP_USER_TIMEOUT, milliseconds: unacknowledged data older than this kills the connection.
@@ -269,6 +272,7 @@ impl Default for SubscriberConfig {
             output_buffer: 256 * 1024,
             heartbeat_ms: 1000,
             timeout_ms: 15_000,
+            login_timeout_ms: 5_000,
             keepalive_secs: 5,
             user_timeout_ms: 10_000,
             max_sessions: 1024,

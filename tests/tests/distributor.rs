@@ -970,3 +970,52 @@ fn a_channel_overrun_by_the_journal_counts_and_logs_what_it_never_sent() {
             .contains("multicast channel fell off the journal")
     });
 }
+
+/// A connection that never logs in is closed at the login deadline, however busy it keeps the line
+/// with heartbeats, and a subscriber that logs in is not disturbed.
+#[test]
+fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let (_d, _dir) = dist::start(&ep, "login_timeout_ms = 500", "");
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    let start = Instant::now();
+    let mut idle = TcpStream::connect(ep.subscribers).unwrap();
+    idle.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let closed_after = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not closed by the deadline"
+        );
+        // A client heartbeat every 100 ms: activity, but no login.
+        if idle
+            .write_all(&soupbintcp::CLIENT_HEARTBEAT_PACKET)
+            .is_err()
+        {
+            break start.elapsed();
+        }
+        match idle.read(&mut buf) {
+            Ok(0) => break start.elapsed(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(_) => break start.elapsed(),
+            Ok(_) => panic!("the server sent something to a connection that never logged in"),
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(450),
+        "closed too early: {closed_after:?}"
+    );
+    let m = dist::scrape(&ep);
+    assert_eq!(dist::sample(&m, "herz_login_timeouts_total"), 1.0);
+    publish(ep.publishers, 1, 10);
+    assert_eq!(receive_exact(&mut sub, 1, 10, Duration::from_secs(10)), 11);
+}

@@ -60,6 +60,8 @@ session = "HZSHIELD01"
 
 [subscribers]
 listen = "0.0.0.0:{sub_port}"
+# These tests hold raw TCP connections that never log in; the login deadline is not under test here.
+login_timeout_ms = 120000
 
 [publishers]
 listen = "{pub_addr}"

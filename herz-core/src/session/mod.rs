@@ -114,6 +114,9 @@ pub enum CloseReason {
     Refused(String),
     /// No data from the peer within the timeout.
     HeartbeatTimeout,
+    /// Connected, but no login accepted within the login deadline (heartbeats or Herz control
+    /// packets do not extend it).
+    LoginTimeout,
     /// The socket failed (reset, TCP_USER_TIMEOUT, keepalive).
     SocketError(std::io::ErrorKind),
     /// Slow consumer under the `disconnect` policy.
@@ -128,6 +131,7 @@ impl CloseReason {
         matches!(
             self,
             CloseReason::HeartbeatTimeout
+                | CloseReason::LoginTimeout
                 | CloseReason::SocketError(_)
                 | CloseReason::SlowConsumer
                 | CloseReason::Malformed(_)
@@ -184,6 +188,17 @@ pub struct Ctx<'a> {
     pub now: u64,
 }
 
+/// The session's timers, ns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// Send a heartbeat after this long without sending anything.
+    pub heartbeat_ns: u64,
+    /// Close after this long without receiving anything.
+    pub silence_ns: u64,
+    /// Close a connection that has not logged in this long after it connected.
+    pub login_ns: u64,
+}
+
 /// What [`ServerSession::enforce_lag`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LagAction {
@@ -221,6 +236,7 @@ pub struct ServerSession {
     conflator: Option<Box<Conflator>>,
     /// While conflating: send only kept sequences below this one.
     conflate_until: u64,
+    connected_at: u64,
     last_rx: u64,
     last_tx: u64,
     sent: u64,
@@ -260,6 +276,7 @@ impl ServerSession {
             policy,
             conflator: None,
             conflate_until: 0,
+            connected_at: now,
             last_rx: now,
             last_tx: now,
             sent: 0,
@@ -554,19 +571,26 @@ impl ServerSession {
         }
     }
 
-    /// Timer work at `now`: a heartbeat after `hb` ns of not sending; the session ends when the peer was
-    /// silent past `timeout` ns.
-    pub fn on_timer(&mut self, now: u64, hb: u64, timeout: u64) {
+    /// Timer work at `now`: a heartbeat after `timers.heartbeat_ns` of not sending; the session ends when
+    /// the peer was silent past `timers.silence_ns`, or has not logged in `timers.login_ns` after it
+    /// connected.
+    pub fn on_timer(&mut self, now: u64, timers: &Timers) {
         if self.closed {
             return;
         }
-        if now.saturating_sub(self.last_rx) > timeout {
+        if self.state == State::AwaitingLogin
+            && now.saturating_sub(self.connected_at) > timers.login_ns
+        {
+            self.close(CloseReason::LoginTimeout);
+            return;
+        }
+        if now.saturating_sub(self.last_rx) > timers.silence_ns {
             self.close(CloseReason::HeartbeatTimeout);
             return;
         }
         if self.state == State::Active
             && self.queued() == 0
-            && now.saturating_sub(self.last_tx) >= hb
+            && now.saturating_sub(self.last_tx) >= timers.heartbeat_ns
         {
             // Pending skip markers first, so a quiet filtered subscriber's position is current.
             self.emit_skips();

@@ -10,6 +10,12 @@ use crate::{
 const MS: u64 = 1_000_000;
 const HB: u64 = 1_000 * MS;
 const TIMEOUT: u64 = 15_000 * MS;
+const LOGIN: u64 = 5_000 * MS;
+const TIMERS: Timers = Timers {
+    heartbeat_ns: HB,
+    silence_ns: TIMEOUT,
+    login_ns: LOGIN,
+};
 
 fn users() -> Vec<User> {
     vec![
@@ -138,7 +144,7 @@ impl Pair {
 
     fn advance(&mut self, ns: u64) {
         self.now += ns;
-        self.session.on_timer(self.now, HB, TIMEOUT);
+        self.session.on_timer(self.now, &TIMERS);
         self.step();
     }
 
@@ -370,13 +376,27 @@ fn heartbeats_go_out_after_a_quiet_second_and_a_silent_peer_is_closed() {
 }
 
 #[test]
-fn a_silent_connection_that_never_logs_in_times_out_too() {
+fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline_whatever_it_sends() {
     let mut p = Pair::new(Role::Subscriber);
-    p.advance(TIMEOUT + 1);
+    // Heartbeats and a filter keep the line busy, but are not a login.
+    for _ in 0..4 {
+        p.advance(LOGIN / 4);
+        p.send(&soupbintcp::CLIENT_HEARTBEAT_PACKET);
+    }
+    p.send(&filter_packets("AAPL", ""));
+    assert_eq!(p.take_events(), vec![], "not yet past the deadline");
+    p.advance(1);
     assert_eq!(
         p.take_events(),
-        vec![Event::Close(CloseReason::HeartbeatTimeout)]
+        vec![Event::Close(CloseReason::LoginTimeout)]
     );
+    assert!(CloseReason::LoginTimeout.is_abortive());
+    // A login in time is not affected.
+    let mut p = Pair::new(Role::Subscriber);
+    p.advance(LOGIN - 1);
+    p.login("demo", "demo", SessionName::BLANK, 0);
+    p.advance(2 * LOGIN);
+    assert!(!p.session.is_closed(), "{:?}", p.take_events());
 }
 
 #[test]

@@ -164,5 +164,8 @@ fn a_configuration_written_with_serde_reads_back_the_same() {
     let back = Config::from_toml(&text, "written").unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(back, c);
     let default = toml::to_string(&Config::default()).unwrap();
-    assert_eq!(Config::from_toml(&default, "default").unwrap(), Config::default());
+    assert_eq!(
+        Config::from_toml(&default, "default").unwrap(),
+        Config::default()
+    );
 }

@@ -99,6 +99,12 @@ impl Config {
                 "must be larger than subscribers.heartbeat_ms (> 0)".into(),
             ));
         }
+        if s.login_timeout_ms == 0 {
+            return Err(invalid(
+                "subscribers.login_timeout_ms",
+                "must be positive".into(),
+            ));
+        }
         let j = &self.journal;
         if j.max_message_len < 9 || j.max_message_len > 65_000 {
             return Err(invalid(

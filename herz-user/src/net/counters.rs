@@ -64,6 +64,8 @@ counters! {
     malformed_closes,
     /// Sessions closed for silence (heartbeat timeout).
     heartbeat_timeouts,
+    /// Connections closed because they had not logged in by the login deadline.
+    login_timeouts,
     /// Sessions whose socket failed (reset, TCP_USER_TIMEOUT, keepalive).
     socket_errors,
     /// Slow consumers disconnected.

@@ -29,7 +29,7 @@ use herz_core::{
         journal::{Journal, JournalConfig},
     },
     protocol::moldudp64::Session as SessionName,
-    session::{CloseReason, Ctx, Event, LagAction, Role, State},
+    session::{CloseReason, Ctx, Event, LagAction, Role, State, Timers},
 };
 use mio::{Events, Interest, Poll, net::TcpListener, unix::SourceFd};
 use slab::Slab;
@@ -546,6 +546,7 @@ impl Distributor {
                 add(&counters.malformed_closes, 1)
             }
             CloseReason::HeartbeatTimeout => add(&counters.heartbeat_timeouts, 1),
+            CloseReason::LoginTimeout => add(&counters.login_timeouts, 1),
             CloseReason::SocketError(_) => add(&counters.socket_errors, 1),
             CloseReason::SlowConsumer => add(&counters.slow_disconnects, 1),
             _ => {}
@@ -687,11 +688,15 @@ impl Distributor {
 
     fn timers(&mut self, now: u64) {
         self.snapshot(now);
-        let hb = self.config.subscribers.heartbeat_ms * 1_000_000;
-        let timeout = self.config.subscribers.timeout_ms * 1_000_000;
+        let s = &self.config.subscribers;
+        let timers = Timers {
+            heartbeat_ns: s.heartbeat_ms * 1_000_000,
+            silence_ns: s.timeout_ms * 1_000_000,
+            login_ns: s.login_timeout_ms * 1_000_000,
+        };
         let mut ended = Vec::new();
         for (key, c) in self.sessions.iter_mut() {
-            c.session.on_timer(now, hb, timeout);
+            c.session.on_timer(now, &timers);
             if !c.session.is_closed() && c.session.queued() > 0 && c.writable {
                 c.flush(now);
             }
