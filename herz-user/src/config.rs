@@ -123,15 +123,15 @@ pub struct ShieldConfig {
     /// Burst of the global SYN guard.
     pub global_syn_burst: u64,
     /// Sources allowed to send to feed ports (CIDRs; empty: any).
-    pub feed_sources: Vec<crate::shield::Cidr>,
+    pub feed_sources: Vec<Cidr>,
     /// UDP datagrams per second per source to Herz's UDP ports (0: no limit).
     pub udp_rate: u64,
     /// UDP burst per source.
     pub udp_burst: u64,
     /// Sources that always pass (CIDRs): no limit applies to them.
-    pub allow: Vec<crate::shield::Cidr>,
+    pub allow: Vec<Cidr>,
     /// Sources always dropped on Herz's ports (CIDRs).
-    pub block: Vec<crate::shield::Cidr>,
+    pub block: Vec<Cidr>,
 }
 
 impl Default for ShieldConfig {
@@ -140,7 +140,7 @@ impl Default for ShieldConfig {
             enabled: true,
             required: false,
             interfaces: vec!["lo".into()],
-            pin_path: PathBuf::from(crate::shield::DEFAULT_PIN_PATH),
+            pin_path: PathBuf::from(DEFAULT_PIN_PATH),
             xdp_mode: XdpAttachMode::Auto,
             extra_tcp_ports: Vec::new(),
             extra_udp_ports: Vec::new(),
@@ -224,6 +224,11 @@ impl ShieldConfig {
 }
 
 pub use herz_core::session::{SlowConsumerPolicy, User};
+
+use crate::cidr::Cidr;
+
+/// Where the shield pins its maps unless `shield.pin_path` says otherwise.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/herz";
 
 /// Where Herz accepts subscribers (SoupBinTCP).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -4,6 +4,7 @@
 //! The wire protocols and the distribution engine live in `herz-core`, free of sockets.
 #![deny(missing_docs)]
 
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -15,7 +15,9 @@
 
 pub mod apply;
 mod bpffs;
-pub mod cidr;
+/// CIDRs, durations and the kernel clock live beside the configuration that reads them; re-exported
+/// here, where the maps use them.
+pub use crate::cidr;
 pub mod events;
 mod handle;
 pub mod kernel_log;
@@ -38,10 +40,8 @@ pub use self::{
     events::{Event, EventStats},
     handle::{ShieldHandle, TrustCounts, TrustWriter},
 };
+pub use crate::config::DEFAULT_PIN_PATH;
 use crate::config::{Config, XdpAttachMode};
-
-/// Default pin directory.
-pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/herz";
 
 /// The eBPF object built by `cargo xtask build`, or empty when this binary was built without it.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herz.bpf.o"));
