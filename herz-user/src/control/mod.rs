@@ -155,9 +155,9 @@ async fn state_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         .ctx
         .shared
         .counters
-        .snapshot()
+        .described()
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+        .map(|(k, _, v)| (k.to_string(), v))
         .collect();
     Json(state::StateBody {
         snapshot: snap,
