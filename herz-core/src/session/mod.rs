@@ -620,7 +620,11 @@ impl ServerSession {
     /// Ends the session once the queued output is written.
     fn close_after_output(&mut self, reason: CloseReason) {
         self.state = State::Closing;
-        self.closing = Some(reason);
+        if self.queued() == 0 {
+            self.close(reason);
+        } else {
+            self.closing = Some(reason);
+        }
     }
 
     fn on_debug(&mut self, text: &[u8]) -> Option<CloseReason> {

@@ -452,7 +452,7 @@ impl Distributor {
                 s.policy,
                 now,
             ));
-            self.shared.count_sessions(&self.sessions);
+            self.shared.update_session_gauges(&self.sessions);
         }
     }
 
@@ -524,7 +524,7 @@ impl Distributor {
             }
         }
         if logins {
-            self.shared.count_sessions(&self.sessions);
+            self.shared.update_session_gauges(&self.sessions);
         }
     }
 
@@ -554,7 +554,7 @@ impl Distributor {
         if reason.is_abortive() {
             sock::abort(&stream);
         }
-        self.shared.count_sessions(&self.sessions);
+        self.shared.update_session_gauges(&self.sessions);
         if let Some(suppressed) = self.logs.closes.allow(now) {
             if reason.is_orderly() {
                 tracing::debug!(peer = %c.peer, user = %s.user(), reason = ?reason, "session closed");

@@ -113,8 +113,6 @@ impl Conn {
                 }
             }
         }
-        // Nothing (left) to write: lets a closing session report that it is done.
-        self.session.on_sent(0, now);
     }
 
     /// Moves journal messages to the subscriber and writes them, until caught up or the socket would

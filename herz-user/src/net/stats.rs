@@ -60,7 +60,7 @@ pub struct NamedStats {
 
 impl Shared {
     /// The session gauges, counted from `sessions` (after every accept, login and close).
-    pub(super) fn count_sessions(&self, sessions: &Slab<Conn>) {
+    pub(super) fn update_session_gauges(&self, sessions: &Slab<Conn>) {
         let (mut pending, mut subscribers, mut publishers) = (0, 0, 0);
         for (_, c) in sessions {
             match (c.session.logged_in(), c.session.role()) {

@@ -31,9 +31,7 @@ impl log::Log for ToTracing {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
+        // The tracing macros below apply the same filter as `enabled` before formatting anything.
         let program = record.module_path().unwrap_or("");
         let line = record.line().unwrap_or(0);
         let msg = record.args();
