@@ -337,15 +337,7 @@ impl TokenBucket {
     /// (`last_ns == 0`) starts full.
     #[inline(always)]
     pub fn take(&mut self, now_ns: u64, rate: u64, burst: u64) -> bool {
-        let units = self.available(now_ns, rate, burst);
-        self.last_ns = now_ns;
-        if units >= NS_PER_SEC {
-            self.units = units - NS_PER_SEC;
-            true
-        } else {
-            self.units = units;
-            false
-        }
+        self.take_n(now_ns, rate, burst, 1)
     }
 
     /// A bucket holding `burst` tokens at `now_ns`.
@@ -364,7 +356,8 @@ impl TokenBucket {
     }
 
     /// Refills for the time since the last call, then takes `n` tokens; false (and nothing taken)
-    /// when fewer are there.
+    /// when fewer are there. A `now_ns` older than the last refill (another CPU got there first)
+    /// refills nothing and leaves the later stamp, so that time is never credited twice.
     #[inline(always)]
     pub fn take_n(&mut self, now_ns: u64, rate: u64, burst: u64, n: u64) -> bool {
         let units = self.available(now_ns, rate, burst);
