@@ -2,14 +2,17 @@
 //! lost packets through a re-request server.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::VecDeque,
     fmt, io,
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
-use herz_core::protocol::moldudp64::{Packet, RequestPacket, Session};
+use herz_core::{
+    engine::arbiter::{ArbiterConfig, Event, FeedArbiter, Line},
+    protocol::moldudp64::{Packet, RequestPacket, Session},
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{MAX_DATAGRAM, MoldClientError};
@@ -50,11 +53,16 @@ pub struct MoldReceiverConfig {
     /// How long to wait for a reply before asking again.
     pub retry_interval: Duration,
     /// Requests for one gap position before it is declared lost
-    /// ([`MoldEvent::Gap`]). Progress (any message filling the gap) starts the count again.
+    /// ([`MoldEvent::Gap`]); at least one is sent. A reply filling part of the gap starts the
+    /// count again.
     pub max_retries: u32,
-    /// The most out-of-order messages held while waiting for a gap to fill. Beyond it, newer
-    /// messages are dropped and requested again later: memory stays bounded.
+    /// How far ahead of the next sequence to deliver messages are held while a gap fills
+    /// (sequence numbers `next + 1 ..= next + max_buffered`, at most 2^24). Later ones are
+    /// dropped and requested again later: memory stays bounded.
     pub max_buffered: usize,
+    /// The most message bytes held while a gap fills (at most 2^30); the highest sequence
+    /// numbers are dropped first.
+    pub max_buffered_bytes: usize,
     /// SO_RCVBUF for the data socket (bursts of multicast are lost in the kernel otherwise).
     pub recv_buffer_bytes: usize,
 }
@@ -73,6 +81,7 @@ impl MoldReceiverConfig {
             retry_interval: Duration::from_millis(100),
             max_retries: 10,
             max_buffered: 100_000,
+            max_buffered_bytes: 16 << 20,
             recv_buffer_bytes: 4 << 20,
         }
     }
@@ -198,130 +207,130 @@ pub struct MoldReceiverStats {
     pub gap_messages: u64,
 }
 
-/// An open gap and its request timer.
-#[derive(Debug, Clone, Copy)]
-struct GapState {
-    /// `expected` when the gap was (re)opened: progress restarts the retries.
-    from: u64,
-    retries: u32,
-    due: Instant,
-}
-
-/// The socket-free sequencing logic: ordering, buffering, gap timers, requests.
+/// The socket-free side of a receiver: herz-core's [`FeedArbiter`] (ordering, the bounded
+/// reorder buffer, gap timers, re-requests; the same mechanism the distributor runs on its
+/// upstream feeds) behind the receiver's event vocabulary (heartbeats reported, end of session
+/// held back until everything before it is delivered).
 struct Sequencer {
-    cfg: MoldReceiverConfig,
-    session: Option<Session>,
-    /// The next sequence to deliver; `None` until the start is known.
-    expected: Option<u64>,
-    /// The highest "next sequence" any packet showed: everything below it exists.
-    known_end: u64,
-    pending: BTreeMap<u64, Vec<u8>>,
-    /// Buffers of delivered pending messages, reused to avoid allocating per reordered message.
-    spare: Vec<Vec<u8>>,
-    gap: Option<GapState>,
+    arbiter: FeedArbiter,
+    /// Time zero of the arbiter's nanosecond clock.
+    epoch: Instant,
+    retry_interval: Duration,
+    /// End of session announced (its next sequence), not yet delivered.
     end_of_session: Option<u64>,
     end_delivered: bool,
-    stats: MoldReceiverStats,
+    /// What the arbiter does not count: datagrams, invalid ones, heartbeats.
+    datagrams: u64,
+    invalid: u64,
+    heartbeats: u64,
+}
+
+/// Hands an arbiter event on as a receiver event; returns how many were delivered.
+fn forward<F: FnMut(MoldEvent<'_>)>(event: Event<'_>, f: &mut F, end: &mut Option<u64>) -> usize {
+    match event {
+        Event::Message { seq, bytes } => f(MoldEvent::Message {
+            seq,
+            payload: bytes,
+        }),
+        Event::Lost { from, count } => f(MoldEvent::Gap { from, count }),
+        Event::EndOfSession { next } => {
+            end.get_or_insert(next);
+            return 0;
+        }
+        // Counted by the arbiter; the receiver follows one session.
+        Event::ForeignSession { .. } => return 0,
+    }
+    1
 }
 
 impl Sequencer {
-    fn new(cfg: MoldReceiverConfig) -> Self {
-        Sequencer {
+    fn new(cfg: &MoldReceiverConfig) -> Result<Self, MoldClientError> {
+        let mut arbiter = FeedArbiter::new(ArbiterConfig {
             session: cfg.session,
-            cfg,
-            expected: None,
-            known_end: 0,
-            pending: BTreeMap::new(),
-            spare: Vec::new(),
-            gap: None,
+            start_sequence: match cfg.start {
+                StartFrom::FirstSeen => None,
+                StartFrom::Sequence(n) => Some(n),
+            },
+            reorder_capacity_messages: cfg.max_buffered.clamp(1, 1 << 24),
+            reorder_capacity_bytes: cfg.max_buffered_bytes.clamp(1, 1 << 30),
+            rerequest_delay_ns: 0,
+            rerequest_timeout_ns: nanos(cfg.retry_interval).max(1),
+            max_retries: cfg.max_retries.saturating_sub(1),
+            max_request_count: cfg.max_request_count.max(1),
+            rerequests: false,
+        })
+        .map_err(|e| MoldClientError::Config(e.to_string()))?;
+        arbiter.set_rerequests(false, nanos(cfg.retry_interval));
+        let mut seq = Sequencer {
+            arbiter,
+            epoch: Instant::now(),
+            retry_interval: cfg.retry_interval,
             end_of_session: None,
             end_delivered: false,
-            stats: MoldReceiverStats::default(),
-        }
+            datagrams: 0,
+            invalid: 0,
+            heartbeats: 0,
+        };
+        seq.set_server(cfg.rerequest.is_some());
+        Ok(seq)
     }
 
-    /// Handles one datagram; returns the number of events delivered.
-    fn on_datagram<F: FnMut(MoldEvent<'_>)>(&mut self, dgram: &[u8], f: &mut F) -> usize {
-        self.stats.datagrams += 1;
+    /// With a server, a hole is asked for at once (a reply covers one packet, so partial
+    /// progress is the normal case); without one, it gets one retry interval for reordered
+    /// packets to show up before it is reported lost.
+    fn set_server(&mut self, present: bool) {
+        let delay = if present {
+            0
+        } else {
+            nanos(self.retry_interval)
+        };
+        self.arbiter.set_rerequests(present, delay);
+    }
+
+    fn clock(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch))
+    }
+
+    /// Handles one datagram from `line`; returns the number of events delivered.
+    fn on_datagram<F: FnMut(MoldEvent<'_>)>(
+        &mut self,
+        line: Line,
+        dgram: &[u8],
+        now: Instant,
+        f: &mut F,
+    ) -> usize {
+        self.datagrams += 1;
         let Ok(packet) = Packet::parse(dgram) else {
             // One bad datagram must not stop a receiver: count it and go on.
-            self.stats.invalid += 1;
+            self.invalid += 1;
             return 0;
         };
-        match self.session {
-            Some(s) if !s.matches(&packet.session()) => {
-                self.stats.foreign_session += 1;
-                return 0;
-            }
-            Some(_) => {}
-            None => self.session = Some(packet.session()),
-        }
-        if self.expected.is_none() {
-            // The first packet of the session fixes the start. For a heartbeat or end of
-            // session, its sequence is the next one to come, so "first seen" needs nothing older.
-            self.expected = Some(match self.cfg.start {
-                StartFrom::FirstSeen => packet.sequence(),
-                StartFrom::Sequence(n) => n,
-            });
-        }
-        self.known_end = self.known_end.max(packet.next_sequence());
+        let foreign = self.arbiter.counters().foreign_session_packets;
+        let now = self.clock(now);
         let mut delivered = 0;
-        if packet.is_end_of_session() {
-            self.end_of_session.get_or_insert(packet.next_sequence());
-            return delivered;
-        }
-        if packet.is_heartbeat() {
-            self.stats.heartbeats += 1;
+        let end = &mut self.end_of_session;
+        self.arbiter
+            .on_packet(line, &packet, now, |e| delivered += forward(e, f, end));
+        if packet.is_heartbeat() && self.arbiter.counters().foreign_session_packets == foreign {
+            self.heartbeats += 1;
             f(MoldEvent::Heartbeat {
                 next_seq: packet.sequence(),
             });
-            return 1;
+            delivered += 1;
         }
-        for (seq, msg) in packet.sequenced_messages() {
-            let expected = self.expected.unwrap_or(seq);
-            if seq < expected || self.pending.contains_key(&seq) {
-                self.stats.duplicates += 1;
-            } else if seq == expected {
-                f(MoldEvent::Message { seq, payload: msg });
-                self.stats.messages += 1;
-                self.expected = Some(seq + 1);
-                delivered += 1 + self.drain_pending(f);
-            } else if self.pending.len() < self.cfg.max_buffered {
-                let mut buf = self.spare.pop().unwrap_or_default();
-                buf.clear();
-                buf.extend_from_slice(msg);
-                self.pending.insert(seq, buf);
-            } else {
-                self.stats.buffer_overflow += 1;
-            }
-        }
-        delivered
+        delivered + self.deliver_end(f)
     }
 
-    /// Delivers buffered messages that are now in order.
-    fn drain_pending<F: FnMut(MoldEvent<'_>)>(&mut self, f: &mut F) -> usize {
-        let Some(mut expected) = self.expected else {
-            return 0;
-        };
-        let mut delivered = 0;
-        while let Some(entry) = self.pending.first_entry() {
-            let seq = *entry.key();
-            if seq > expected {
-                break;
+    /// Delivers End of Session once every message before it was delivered or reported lost.
+    fn deliver_end<F: FnMut(MoldEvent<'_>)>(&mut self, f: &mut F) -> usize {
+        match (self.end_of_session, self.arbiter.expected()) {
+            (Some(end), Some(expected)) if expected >= end && !self.end_delivered => {
+                self.end_delivered = true;
+                f(MoldEvent::EndOfSession { next_seq: end });
+                1
             }
-            let buf = entry.remove();
-            if seq == expected {
-                f(MoldEvent::Message { seq, payload: &buf });
-                self.stats.messages += 1;
-                delivered += 1;
-                expected += 1;
-            }
-            if self.spare.len() < 1024 {
-                self.spare.push(buf);
-            }
+            _ => 0,
         }
-        self.expected = Some(expected);
-        delivered
     }
 
     /// Runs the gap timers: declares lost gaps, delivers End of Session when due, and returns
@@ -331,84 +340,41 @@ impl Sequencer {
         now: Instant,
         f: &mut F,
     ) -> (usize, Option<RequestPacket>) {
+        let now = self.clock(now);
         let mut delivered = 0;
-        let can_request = self.cfg.rerequest.is_some();
-        loop {
-            let Some(expected) = self.expected else {
-                return (delivered, None);
-            };
-            if expected >= self.known_end {
-                self.gap = None;
-                if let Some(end) = self.end_of_session
-                    && expected >= end
-                    && !self.end_delivered
-                {
-                    self.end_delivered = true;
-                    f(MoldEvent::EndOfSession { next_seq: end });
-                    delivered += 1;
-                }
-                return (delivered, None);
-            }
-            // Missing: from `expected` up to the first buffered message, or to the known end.
-            let missing_end = self
-                .pending
-                .first_key_value()
-                .map_or(self.known_end, |(&seq, _)| seq);
-            let count = missing_end - expected;
-            let gap = match self.gap {
-                Some(g) if g.from == expected => g,
-                // A new gap, or progress on the old one: ask at once (a reply covers one packet,
-                // so partial progress is the normal case); without a server, give reordered
-                // packets one retry interval to show up.
-                _ => GapState {
-                    from: expected,
-                    retries: 0,
-                    due: if can_request {
-                        now
-                    } else {
-                        now + self.cfg.retry_interval
-                    },
-                },
-            };
-            if now < gap.due {
-                self.gap = Some(gap);
-                return (delivered, None);
-            }
-            if !can_request || gap.retries >= self.cfg.max_retries {
-                f(MoldEvent::Gap {
-                    from: expected,
-                    count,
-                });
-                delivered += 1;
-                self.stats.gaps += 1;
-                self.stats.gap_messages += count;
-                self.expected = Some(missing_end);
-                self.gap = None;
-                delivered += self.drain_pending(f);
-                continue;
-            }
-            self.gap = Some(GapState {
-                from: expected,
-                retries: gap.retries + 1,
-                due: now + self.cfg.retry_interval,
-            });
-            let Some(session) = self.session else {
-                return (delivered, None);
-            };
-            let request = RequestPacket {
-                session,
-                sequence: expected,
-                count: count.min(u64::from(self.cfg.max_request_count.max(1))) as u16,
-            };
-            self.stats.requests_sent += 1;
-            return (delivered, Some(request));
-        }
+        let end = &mut self.end_of_session;
+        let request = self
+            .arbiter
+            .poll_timers(now, |e| delivered += forward(e, f, end));
+        (delivered + self.deliver_end(f), request)
     }
 
     /// When [`on_timer`](Self::on_timer) next has something to do.
     fn next_wake(&self) -> Option<Instant> {
-        self.gap.map(|g| g.due)
+        self.arbiter
+            .next_deadline()
+            .map(|ns| self.epoch + Duration::from_nanos(ns))
     }
+
+    fn stats(&self) -> MoldReceiverStats {
+        let c = self.arbiter.counters();
+        MoldReceiverStats {
+            datagrams: self.datagrams,
+            invalid: self.invalid,
+            foreign_session: c.foreign_session_packets,
+            messages: c.delivered,
+            duplicates: c.duplicates.total(),
+            buffer_overflow: c.reorder_overflow,
+            requests_sent: c.rerequests_sent,
+            heartbeats: self.heartbeats,
+            gaps: c.lost_runs,
+            gap_messages: c.lost,
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A MoldUDP64 receiver delivering messages in sequence order.
@@ -442,6 +408,8 @@ pub struct MoldReceiver {
     req_addr: Option<SocketAddr>,
     buf: Vec<u8>,
     seq: Sequencer,
+    /// The re-request server, if any.
+    rerequest: Option<SocketAddr>,
     /// Events decoded but not yet returned by `recv_timeout`.
     queue: VecDeque<OwnedMoldEvent>,
 }
@@ -450,9 +418,9 @@ impl fmt::Debug for MoldReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MoldReceiver")
             .field("local", &self.data_addr)
-            .field("session", &self.seq.session)
-            .field("expected", &self.seq.expected)
-            .field("stats", &self.seq.stats)
+            .field("session", &self.session())
+            .field("expected", &self.next_expected())
+            .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
@@ -510,7 +478,8 @@ impl MoldReceiver {
             req: None,
             req_addr: None,
             buf: vec![0; MAX_DATAGRAM],
-            seq: Sequencer::new(config),
+            seq: Sequencer::new(&config)?,
+            rerequest: None,
             queue: VecDeque::new(),
         };
         receiver.set_rerequest(rerequest)?;
@@ -521,7 +490,8 @@ impl MoldReceiver {
     /// unicast socket of the server's address family, separate from the data socket: with
     /// SO_REUSEPORT, replies sent to a shared port could reach another receiver.
     pub fn set_rerequest(&mut self, server: Option<SocketAddr>) -> Result<(), MoldClientError> {
-        self.seq.cfg.rerequest = server;
+        self.rerequest = server;
+        self.seq.set_server(server.is_some());
         let Some(server) = server else {
             self.req = None;
             self.req_addr = None;
@@ -561,17 +531,17 @@ impl MoldReceiver {
 
     /// The session followed (`None` before the first packet when not configured).
     pub fn session(&self) -> Option<Session> {
-        self.seq.session
+        self.seq.arbiter.session()
     }
 
     /// The next sequence to deliver (`None` before the start is known).
     pub fn next_expected(&self) -> Option<u64> {
-        self.seq.expected
+        self.seq.arbiter.expected()
     }
 
     /// Counters.
     pub fn stats(&self) -> MoldReceiverStats {
-        self.seq.stats
+        self.seq.stats()
     }
 
     /// Delivers what has arrived (or waits up to `timeout`, `None` = no limit, for more), in
@@ -587,7 +557,10 @@ impl MoldReceiver {
             // Bounded batches per socket so the gap timers below still run under a flood.
             for _ in 0..64 {
                 match self.data.recv_from(&mut self.buf) {
-                    Ok((len, _)) => delivered += self.seq.on_datagram(&self.buf[..len], &mut f),
+                    Ok((len, _)) => {
+                        let dgram = &self.buf[..len];
+                        delivered += self.seq.on_datagram(Line::A, dgram, Instant::now(), &mut f);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(source) => {
@@ -602,7 +575,9 @@ impl MoldReceiver {
                 for _ in 0..64 {
                     match req.recv_from(&mut self.buf) {
                         Ok((len, _)) => {
-                            delivered += self.seq.on_datagram(&self.buf[..len], &mut f);
+                            let dgram = &self.buf[..len];
+                            let now = Instant::now();
+                            delivered += self.seq.on_datagram(Line::Recovery, dgram, now, &mut f);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // The ICMP "port unreachable" of an earlier request (no server running
@@ -624,9 +599,7 @@ impl MoldReceiver {
             let now = Instant::now();
             let (n, request) = self.seq.on_timer(now, &mut f);
             delivered += n;
-            if let (Some(request), Some(req), Some(server)) =
-                (request, &self.req, self.seq.cfg.rerequest)
-            {
+            if let (Some(request), Some(req), Some(server)) = (request, &self.req, self.rerequest) {
                 match req.send_to(&request.to_bytes(), server) {
                     Ok(_) => {}
                     // A full send buffer or a refused earlier request: the retry timer resends.

@@ -122,6 +122,10 @@ pub struct ArbiterConfig {
     /// The most messages asked for in one re-request (at least 1). The reply holds what fits
     /// in one datagram; the rest is asked for next.
     pub max_request_count: u16,
+    /// Whether a re-request server exists. Without one, [`poll_timers`](FeedArbiter::poll_timers)
+    /// never returns a request: a hole is declared [`Lost`](Event::Lost) once it has been
+    /// visible for [`rerequest_delay_ns`](Self::rerequest_delay_ns) (the lines' chance to fill it).
+    pub rerequests: bool,
 }
 
 impl Default for ArbiterConfig {
@@ -135,6 +139,7 @@ impl Default for ArbiterConfig {
             rerequest_timeout_ns: 50_000_000,
             max_retries: 3,
             max_request_count: 1_000,
+            rerequests: true,
         }
     }
 }
@@ -511,6 +516,14 @@ impl FeedArbiter {
         self.last_foreign = None;
     }
 
+    /// Turns re-requests on or off (a re-request server was configured or removed), with the
+    /// grace period a hole gets before it is asked for (or, without a server, declared lost).
+    /// Applies from the next timer on; buffered messages and counters are kept.
+    pub fn set_rerequests(&mut self, rerequests: bool, rerequest_delay_ns: u64) {
+        self.config.rerequests = rerequests;
+        self.config.rerequest_delay_ns = rerequest_delay_ns;
+    }
+
     /// Handles one received packet (data, heartbeat or end of session) at `now`, reporting
     /// what follows from it through `out`, in order. O(messages in the packet) plus O(1)
     /// amortised per buffered message; allocates nothing.
@@ -682,6 +695,11 @@ impl FeedArbiter {
         while self.has_gap() && now >= self.deadline {
             let end = self.hole_end();
             let from = self.expected;
+            if !self.config.rerequests {
+                // Nobody to ask: the hole had its grace period, skip all of it.
+                self.declare_lost(from, end - from, now, &mut out);
+                continue;
+            }
             if self.attempts <= self.config.max_retries {
                 let count = (end - from).min(u64::from(self.config.max_request_count));
                 self.attempts += 1;
@@ -703,15 +721,23 @@ impl FeedArbiter {
                 end - from
             };
             self.server_alive = false;
-            out(Event::Lost { from, count });
-            self.counters.lost += count;
-            self.counters.lost_runs += 1;
-            self.expected = from + count;
-            self.requested_until = 0;
-            self.drain(&mut out);
-            self.after_progress(true, from, now, false);
+            self.declare_lost(from, count, now, &mut out);
         }
         None
+    }
+
+    /// Skips `from .. from + count`, reports it, and releases what follows it.
+    fn declare_lost<F>(&mut self, from: u64, count: u64, now: u64, out: &mut F)
+    where
+        F: FnMut(Event<'_>),
+    {
+        out(Event::Lost { from, count });
+        self.counters.lost += count;
+        self.counters.lost_runs += 1;
+        self.expected = from + count;
+        self.requested_until = 0;
+        self.drain(out);
+        self.after_progress(true, from, now, false);
     }
 
     /// When [`poll_timers`](Self::poll_timers) has something to do next (possibly already

@@ -62,6 +62,7 @@ impl Feed {
         let arbiter = FeedArbiter::new(ArbiterConfig {
             start_sequence: config.from_start.then_some(1),
             rerequest_delay_ns: config.rerequest_delay_us * 1000,
+            rerequests: config.rerequest.is_some(),
             ..ArbiterConfig::default()
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -142,6 +142,7 @@ fn config() -> ArbiterConfig {
         rerequest_timeout_ns: TIMEOUT,
         max_retries: 2,
         max_request_count: 100,
+        rerequests: true,
     }
 }
 
@@ -1066,4 +1067,32 @@ fn no_allocation_per_message() {
     let c = arb.counters();
     assert!(c.lost > 0 && c.recovered > 0, "{c:?}");
     assert!(arb.buffer.compactions > 0);
+}
+
+/// Without a re-request server nothing is asked for: a hole is declared lost once the lines had
+/// their grace period, and what was buffered behind it flows at once.
+#[test]
+fn without_a_server_holes_are_lost_after_the_grace_period() {
+    let mut h = Harness::new(ArbiterConfig {
+        rerequests: false,
+        ..config()
+    });
+    h.feed(Line::A, &data(1, 2), 0);
+    h.feed(Line::A, &data(5, 2), 10 * US);
+    assert_eq!(h.take(), msgs(1..=2));
+    assert_eq!(h.poll(DELAY), None, "grace period not over");
+    assert!(h.take().is_empty());
+    assert_eq!(h.poll(10 * US + DELAY), None, "never a request");
+    let mut expected = vec![Ev::Lost(3, 2)];
+    expected.extend(msgs(5..=6));
+    assert_eq!(h.take(), expected);
+    // A tail hole revealed by a heartbeat: same grace, then lost.
+    h.feed(Line::A, &heartbeat(9), 20 * MS);
+    assert_eq!(h.poll(20 * MS + DELAY - 1), None);
+    assert!(h.take().is_empty());
+    assert_eq!(h.poll(20 * MS + DELAY), None);
+    assert_eq!(h.take(), [Ev::Lost(7, 2)]);
+    assert_eq!(h.arb.counters().rerequests_sent, 0);
+    assert_eq!(h.arb.counters().lost, 4);
+    assert_eq!(h.arb.next_deadline(), None);
 }
