@@ -362,6 +362,22 @@ pub struct FeedConfig {
     pub rerequest_delay_us: u64,
 }
 
+/// The optional keys at their defaults, as when the file leaves them out; `name` and `lines` are empty
+/// and must be set.
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            lines: Vec::new(),
+            interface: unspecified_v4(),
+            rerequest: None,
+            sources: Vec::new(),
+            from_start: false,
+            rerequest_delay_us: default_rerequest_delay(),
+        }
+    }
+}
+
 fn unspecified_v4() -> IpAddr {
     IpAddr::from([0, 0, 0, 0])
 }
@@ -399,6 +415,24 @@ pub struct ChannelConfig {
     /// Send a partly filled packet after this long, microseconds.
     #[serde(default = "default_flush")]
     pub flush_us: u64,
+}
+
+/// The optional keys at their defaults, as when the file leaves them out; `name` is empty and `group`
+/// unspecified: both must be set.
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            group: SocketAddr::from(([0, 0, 0, 0], 0)),
+            interface: unspecified_v4(),
+            ttl: default_ttl(),
+            session: None,
+            symbols: Vec::new(),
+            prefixes: Vec::new(),
+            max_payload: default_payload(),
+            flush_us: default_flush(),
+        }
+    }
 }
 
 fn default_ttl() -> u32 {

@@ -2,11 +2,15 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
-use herz_core::protocol::tick::{Quote, Symbol};
+use herz_core::protocol::{
+    moldudp64::Session,
+    tick::{Quote, Symbol},
+};
+use herz_user::config::{Config, User};
 
 use crate::Daemon;
 
@@ -65,106 +69,44 @@ impl Endpoints {
     }
 }
 
-/// A daemon with the shield off and the demo off, listening on `ep`, plus `extra` TOML appended
-/// (sections like `[[channels]]`, `[[feeds]]`, or keys for `[subscribers]` given in `subscribers`).
-pub fn start(ep: &Endpoints, subscribers: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
-    start_config(
-        ep,
-        "[shield]\nenabled = false\n",
-        subscribers,
-        extra,
-        JOURNAL,
-    )
+/// The configuration of the test daemons, listening on `ep`, with their state under `dir`: shield and
+/// demo off, a journal with room for every test's messages and subscribers allowed to lag that far
+/// behind, one subscriber login (demo/demo), one publisher login (feed/feed).
+pub fn config(ep: &Endpoints, dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.shield.enabled = false;
+    c.demo.enabled = false;
+    c.state.dir = dir.join("state");
+    c.journal.session = Some(Session::new("HZTEST0001").unwrap());
+    c.journal.max_messages = 2_100_000;
+    c.journal.max_bytes = 256 << 20;
+    c.subscribers.listen = ep.subscribers;
+    c.subscribers.max_lag = 2_100_000;
+    c.subscribers.users = vec![user("demo", "demo")];
+    c.publishers.listen = ep.publishers;
+    c.publishers.users = vec![user("feed", "feed")];
+    c.rerequest.listen = ep.rerequest;
+    c.control.listen = ep.control;
+    c
 }
 
-/// Like [`start`], with `journal` as the `[journal]` section's keys.
-pub fn start_with_journal(
-    ep: &Endpoints,
-    journal: &str,
-    extra: &str,
-) -> (Daemon, tempfile::TempDir) {
-    start_config(ep, "[shield]\nenabled = false\n", "", extra, journal)
+/// A login with the endpoint's slow-consumer policy.
+pub fn user(name: &str, password: &str) -> User {
+    User {
+        name: name.into(),
+        password: password.into(),
+        policy: None,
+    }
 }
 
-/// The `[journal]` keys of the test daemons: room for every test's messages.
-const JOURNAL: &str = "session = \"HZTEST0001\"\nmax_messages = 2100000\nmax_bytes = 268435456";
-
-/// Like [`start`], with the shield attached to `lo` and pinned at `pin_path`.
-pub fn start_with_shield(
-    ep: &Endpoints,
-    pin_path: &str,
-    subscribers: &str,
-    extra: &str,
-) -> (Daemon, tempfile::TempDir) {
-    start_config(
-        ep,
-        &format!("[shield]\ninterfaces = [\"lo\"]\npin_path = \"{pin_path}\"\n"),
-        subscribers,
-        extra,
-        JOURNAL,
-    )
-}
-
-fn start_config(
-    ep: &Endpoints,
-    shield: &str,
-    subscribers: &str,
-    extra: &str,
-    journal: &str,
-) -> (Daemon, tempfile::TempDir) {
+/// A daemon started from [`config`] as changed by `edit` (add `channels` and `feeds`, change keys).
+pub fn start(ep: &Endpoints, edit: impl FnOnce(&mut Config)) -> (Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("herz.toml");
-    let toml = format!(
-        r#"
-{shield}
-
-[demo]
-enabled = false
-
-[state]
-dir = "{state}"
-
-[journal]
-{journal}
-
-[subscribers]
-listen = "{sub}"
-{max_lag}
-{subscribers}
-
-[[subscribers.users]]
-name = "demo"
-password = "demo"
-
-[publishers]
-listen = "{publ}"
-
-[[publishers.users]]
-name = "feed"
-password = "feed"
-
-[rerequest]
-listen = "{rr}"
-
-[control]
-listen = "{control}"
-
-{extra}
-"#,
-        state = dir.path().join("state").display(),
-        sub = ep.subscribers,
-        publ = ep.publishers,
-        rr = ep.rerequest,
-        control = ep.control,
-        shield = shield,
-        max_lag = if subscribers.contains("max_lag") {
-            ""
-        } else {
-            "max_lag = 2100000"
-        },
-    );
-    std::fs::write(&config, toml).unwrap();
-    let mut d = Daemon::start(&config);
+    let mut config = config(ep, dir.path());
+    edit(&mut config);
+    let path = dir.path().join("herz.toml");
+    crate::write_config(&path, &config);
+    let mut d = Daemon::start(&path);
     let log = d.log.clone();
     d.wait_for("the distributor to serve", Duration::from_secs(20), || {
         std::fs::read_to_string(&log)
@@ -172,6 +114,21 @@ listen = "{control}"
             .contains("distributor serving")
     });
     (d, dir)
+}
+
+/// Like [`start`], with the shield attached to `lo` and pinned at `pin_path`.
+pub fn start_with_shield(
+    ep: &Endpoints,
+    pin_path: impl Into<PathBuf>,
+    edit: impl FnOnce(&mut Config),
+) -> (Daemon, tempfile::TempDir) {
+    let pin_path = pin_path.into();
+    start(ep, |c| {
+        c.shield.enabled = true;
+        c.shield.interfaces = vec!["lo".into()];
+        c.shield.pin_path = pin_path;
+        edit(c);
+    })
 }
 
 /// GET `path` from the daemon's control endpoint: (status, body).
@@ -212,4 +169,59 @@ pub fn sample(s: &prometheus_parse::Scrape, name: &str) -> f64 {
 /// Path of a daemon's config directory (for extra files).
 pub fn dir_of(d: &Daemon) -> PathBuf {
     d.config.parent().unwrap().to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use herz_user::config::{ChannelConfig, FeedConfig};
+
+    use super::*;
+
+    /// What the tests write is what the daemon reads: the base config and its additions come back equal
+    /// through the daemon's own loader.
+    #[test]
+    fn the_test_config_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&Endpoints::on(Ipv4Addr::LOCALHOST), dir.path());
+        c.feeds.push(FeedConfig {
+            name: "f".into(),
+            lines: vec![SocketAddr::from(([127, 0, 0, 1], 7200))],
+            ..Default::default()
+        });
+        c.channels.push(ChannelConfig {
+            name: "all".into(),
+            group: SocketAddr::from(([239, 18, 0, 1], 7201)),
+            ..Default::default()
+        });
+        let path = dir.path().join("herz.toml");
+        crate::write_config(&path, &c);
+        assert_eq!(crate::read_config(&path), c);
+    }
+
+    /// The `Default` of a feed or a channel is what a file that leaves the optional keys out means.
+    #[test]
+    fn feed_and_channel_defaults_are_the_omitted_keys() {
+        let c = Config::from_toml(
+            "[[feeds]]\nname = \"f\"\nlines = [\"127.0.0.1:7200\"]\n\n\
+             [[channels]]\nname = \"all\"\ngroup = \"239.18.0.1:7201\"\n",
+            "minimal",
+        )
+        .unwrap();
+        assert_eq!(
+            c.feeds[0],
+            FeedConfig {
+                name: "f".into(),
+                lines: vec![SocketAddr::from(([127, 0, 0, 1], 7200))],
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            c.channels[0],
+            ChannelConfig {
+                name: "all".into(),
+                group: SocketAddr::from(([239, 18, 0, 1], 7201)),
+                ..Default::default()
+            }
+        );
+    }
 }

@@ -82,6 +82,17 @@ pub fn herz(args: &[&str]) -> Output {
         .expect("running herz")
 }
 
+/// Writes `config` to `path` as the daemon reads it (TOML, through serde).
+pub fn write_config(path: &Path, config: &herz_user::config::Config) {
+    let text = toml::to_string(config).expect("a configuration serializes to TOML");
+    std::fs::write(path, text).expect("writing the config file");
+}
+
+/// Reads a configuration file back with the daemon's own loader (parsed and validated).
+pub fn read_config(path: &Path) -> herz_user::config::Config {
+    herz_user::config::Config::load(Some(path)).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A `herz run` child process, killed when dropped.
 pub struct Daemon {
     /// The child.

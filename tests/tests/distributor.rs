@@ -23,8 +23,9 @@ use herz_core::protocol::{
 use herz_tests::{
     dist::{self, Endpoints, message, symbol_of},
     netns::VethNs,
-    privileged, unique_id,
+    privileged, read_config, unique_id, write_config,
 };
+use herz_user::config::{ChannelConfig, FeedConfig, SlowConsumerPolicy, User};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,7 +117,7 @@ fn fan_out_16(
 #[test]
 fn sixteen_subscribers_get_a_million_messages_exactly_over_loopback() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     fan_out_16(&ep, 1_000_000, |subs| subs());
 }
 
@@ -127,14 +128,14 @@ fn sixteen_subscribers_get_a_million_messages_exactly_across_a_veth_pair() {
     }
     let net = VethNs::new(unique_id());
     let ep = Endpoints::on(net.host_addr);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     fan_out_16(&ep, 1_000_000, |subs| net.run_in(subs));
 }
 
 #[test]
 fn a_subscriber_resumes_exactly_after_reconnecting() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     publish(ep.publishers, 1, 5000);
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
@@ -208,7 +209,7 @@ fn receive_filtered(sub: &mut SoupSubscriber, from: u64, to: u64, wanted: &[&str
 #[test]
 fn a_filtered_subscriber_gets_only_its_symbols_and_resumes_without_loss() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     publish(ep.publishers, 1, 4000);
     // Exact symbol AAPL plus every symbol starting with BR (BRK, BRKB).
     let wanted = ["AAPL", "BRK", "BRKB"];
@@ -244,7 +245,7 @@ fn a_filtered_subscriber_gets_only_its_symbols_and_resumes_without_loss() {
 #[test]
 fn bad_logins_are_rejected_per_spec() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     let e = sub
         .login("demo", "wrong", Session::BLANK, 1, None)
@@ -266,7 +267,7 @@ fn bad_logins_are_rejected_per_spec() {
 #[test]
 fn malformed_input_closes_only_that_session() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (d, _dir) = dist::start(&ep, "", "");
+    let (d, _dir) = dist::start(&ep, |_| {});
     let mut good = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     good.login("demo", "demo", Session::BLANK, 0, None).unwrap();
     let bad_inputs: [&[u8]; 4] = [
@@ -315,11 +316,19 @@ fn a_b_feed_arbitration_loses_nothing_when_each_line_drops_packets() {
     );
     cfg.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut sender = MoldFeedSender::new(cfg).unwrap();
-    let feed = format!(
-        "[[feeds]]\nname = \"upstream\"\nlines = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\nrerequest = \"{}\"\nfrom_start = true\n",
-        sender.local_addr()
-    );
-    let (d, _dir) = dist::start(&ep, "", &feed);
+    let rerequest = sender.local_addr();
+    let (d, _dir) = dist::start(&ep, |c| {
+        c.feeds.push(FeedConfig {
+            name: "upstream".into(),
+            lines: vec![
+                SocketAddr::from(([127, 0, 0, 1], a)),
+                SocketAddr::from(([127, 0, 0, 1], b)),
+            ],
+            rerequest: Some(rerequest),
+            from_start: true,
+            ..Default::default()
+        });
+    });
     // Each line loses 20% of its packets independently; the few packets lost on both come back
     // through the re-request server.
     sender
@@ -491,12 +500,16 @@ fn slow_reader(
     r
 }
 
-fn slow_consumer_scenario(policy: &str) -> (SlowResult, herz_tests::Daemon) {
+fn slow_consumer_scenario(policy: SlowConsumerPolicy) -> (SlowResult, herz_tests::Daemon) {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let users = format!(
-        "max_lag = 20000\nsend_buffer = 65536\n\n[[subscribers.users]]\nname = \"slow\"\npassword = \"slow\"\npolicy = \"{policy}\""
-    );
-    let (d, dir) = dist::start(&ep, &users, "");
+    let (d, dir) = dist::start(&ep, |c| {
+        c.subscribers.max_lag = 20_000;
+        c.subscribers.send_buffer = 65536;
+        c.subscribers.users.push(User {
+            policy: Some(policy),
+            ..dist::user("slow", "slow")
+        });
+    });
     std::mem::forget(dir);
     const N: u64 = 300_000;
     let fast = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -533,7 +546,7 @@ fn slow_consumer_scenario(policy: &str) -> (SlowResult, herz_tests::Daemon) {
 
 #[test]
 fn slow_consumer_disconnect_policy_evicts_only_the_slow_one() {
-    let (r, d) = slow_consumer_scenario("disconnect");
+    let (r, d) = slow_consumer_scenario(SlowConsumerPolicy::Disconnect);
     assert!(
         r.closed_at.is_some(),
         "the slow subscriber was disconnected"
@@ -545,7 +558,7 @@ fn slow_consumer_disconnect_policy_evicts_only_the_slow_one() {
 
 #[test]
 fn slow_consumer_drop_oldest_skips_ahead_and_says_how_much() {
-    let (r, _d) = slow_consumer_scenario("drop-oldest");
+    let (r, _d) = slow_consumer_scenario(SlowConsumerPolicy::DropOldest);
     assert_eq!(r.closed_at, None);
     assert!(r.dropped > 0, "drop-oldest fired");
     assert_eq!(
@@ -557,7 +570,7 @@ fn slow_consumer_drop_oldest_skips_ahead_and_says_how_much() {
 
 #[test]
 fn slow_consumer_conflate_sends_the_latest_per_symbol() {
-    let (r, _d) = slow_consumer_scenario("conflate");
+    let (r, _d) = slow_consumer_scenario(SlowConsumerPolicy::Conflate);
     assert_eq!(r.closed_at, None);
     assert!(r.conflated > 0, "conflation fired");
     assert_eq!(r.messages + r.conflated + r.dropped, 300_000);
@@ -578,11 +591,11 @@ fn a_dead_peer_is_detected_and_its_fd_freed() {
     }
     let net = VethNs::new(unique_id());
     let ep = Endpoints::on(net.host_addr);
-    let (d, _dir) = dist::start(
-        &ep,
-        "timeout_ms = 4000\nuser_timeout_ms = 2000\nkeepalive_secs = 1",
-        "",
-    );
+    let (d, _dir) = dist::start(&ep, |c| {
+        c.subscribers.timeout_ms = 4000;
+        c.subscribers.user_timeout_ms = 2000;
+        c.subscribers.keepalive_secs = 1;
+    });
     let pid = d.child.as_ref().unwrap().id();
     let fds = || {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -644,11 +657,14 @@ fn multicast_subscriber_in_a_namespace_recovers_5_percent_loss_through_rerequest
     let ep = Endpoints::on(net.host_addr);
     let port = dist::free_port();
     let group = Ipv4Addr::new(239, 18, (unique_id() % 250) as u8, 1);
-    let channel = format!(
-        "[[channels]]\nname = \"all\"\ngroup = \"{group}:{port}\"\ninterface = \"{}\"\n",
-        net.host_addr
-    );
-    let (d, _dir) = dist::start(&ep, "", &channel);
+    let (d, _dir) = dist::start(&ep, |c| {
+        c.channels.push(ChannelConfig {
+            name: "all".into(),
+            group: SocketAddr::from((group, port)),
+            interface: net.host_addr.into(),
+            ..Default::default()
+        });
+    });
     // 5% random loss on the subscriber's path, inside its namespace.
     let port_s = port.to_string();
     for cmd in [
@@ -724,10 +740,15 @@ fn a_multicast_channel_sends_every_message_exactly_once() {
     let port = dist::free_port();
     let group = Ipv4Addr::new(239, 18, 200, (unique_id() % 250) as u8 + 1);
     // A short flush delay, so that both full and timed-out packets occur.
-    let channel = format!(
-        "[[channels]]\nname = \"all\"\ngroup = \"{group}:{port}\"\ninterface = \"127.0.0.1\"\nflush_us = 50\n"
-    );
-    let (_d, _dir) = dist::start(&ep, "", &channel);
+    let (_d, _dir) = dist::start(&ep, |c| {
+        c.channels.push(ChannelConfig {
+            name: "all".into(),
+            group: SocketAddr::from((group, port)),
+            interface: Ipv4Addr::LOCALHOST.into(),
+            flush_us: 50,
+            ..Default::default()
+        });
+    });
     let cfg = MoldReceiverConfig::multicast(group, port, Ipv4Addr::LOCALHOST)
         .with_start(StartFrom::Sequence(1));
     let mut rx = MoldReceiver::new(cfg.with_rerequest(ep.rerequest)).unwrap();
@@ -784,7 +805,7 @@ fn read_until_closed(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
 #[test]
 fn a_bad_or_late_filter_is_refused_with_herz_error_before_the_close() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (d, _dir) = dist::start(&ep, "", "");
+    let (d, _dir) = dist::start(&ep, |_| {});
     // Malformed FILTER before login.
     let mut s = TcpStream::connect(ep.subscribers).unwrap();
     let mut out = Vec::new();
@@ -838,7 +859,7 @@ fn a_bad_or_late_filter_is_refused_with_herz_error_before_the_close() {
 fn a_publisher_closing_right_after_its_data_loses_nothing_and_is_closed_at_once() {
     const N: u64 = 500;
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
     for round in 0..5u64 {
@@ -895,22 +916,16 @@ fn a_publisher_closing_right_after_its_data_loses_nothing_and_is_closed_at_once(
 #[test]
 fn a_reload_changes_logins_live_and_keeps_the_sessions_already_in() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (mut d, _dir) = dist::start(&ep, "", "");
-    let config = std::fs::read_to_string(&d.config).unwrap();
+    let (mut d, _dir) = dist::start(&ep, |_| {});
+    let config = read_config(&d.config);
     let mut kept = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     kept.login("demo", "demo", Session::BLANK, 1, None).unwrap();
     // Replace demo/demo by ops/s3cret, and turn the control plane off: SIGHUP must not depend on it.
-    let reloaded = config
-        .replace(
-            "name = \"demo\"\npassword = \"demo\"",
-            "name = \"ops\"\npassword = \"s3cret\"",
-        )
-        .replace(
-            &format!("[control]\nlisten = \"{}\"", ep.control),
-            "[control]\nenabled = false",
-        );
+    let mut reloaded = config.clone();
+    reloaded.subscribers.users = vec![dist::user("ops", "s3cret")];
+    reloaded.control.enabled = false;
     assert_ne!(reloaded, config);
-    std::fs::write(&d.config, reloaded).unwrap();
+    write_config(&d.config, &reloaded);
     d.reload();
     let line = d
         .log()
@@ -945,11 +960,16 @@ fn a_channel_overrun_by_the_journal_counts_and_logs_what_it_never_sent() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
     let port = dist::free_port();
     let group = Ipv4Addr::new(239, 18, 201, (unique_id() % 250) as u8 + 1);
-    let channel = format!(
-        "[[channels]]\nname = \"small\"\ngroup = \"{group}:{port}\"\ninterface = \"127.0.0.1\"\n"
-    );
-    let journal = "session = \"HZTEST0001\"\nmax_messages = 64\nmax_bytes = 1048576";
-    let (mut d, _dir) = dist::start_with_journal(&ep, journal, &channel);
+    let (mut d, _dir) = dist::start(&ep, |c| {
+        c.journal.max_messages = 64;
+        c.journal.max_bytes = 1 << 20;
+        c.channels.push(ChannelConfig {
+            name: "small".into(),
+            group: SocketAddr::from((group, port)),
+            interface: Ipv4Addr::LOCALHOST.into(),
+            ..Default::default()
+        });
+    });
     publish(ep.publishers, 1, 5_000);
     let lost = || dist::sample(&dist::scrape(&ep), "herz_channel_lost_messages_total");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -976,7 +996,7 @@ fn a_channel_overrun_by_the_journal_counts_and_logs_what_it_never_sent() {
 #[test]
 fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "login_timeout_ms = 500", "");
+    let (_d, _dir) = dist::start(&ep, |c| c.subscribers.login_timeout_ms = 500);
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
     let start = Instant::now();

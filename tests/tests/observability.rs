@@ -3,18 +3,22 @@
 
 use std::{
     io::Write,
-    net::{Ipv4Addr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
 use herz_client::{SoupPublisher, SoupSubscriber, soup::Event};
 use herz_core::protocol::moldudp64::Session;
-use herz_tests::dist::{self, Endpoints, http_get, message, sample, scrape};
+use herz_tests::{
+    dist::{self, Endpoints, http_get, message, sample, scrape},
+    read_config, write_config,
+};
+use herz_user::config::{ChannelConfig, FeedConfig};
 
 #[test]
 fn metrics_count_exactly_what_was_sent() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     let mut sub = SoupSubscriber::connect(ep.subscribers, Duration::from_secs(5)).unwrap();
     sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
     const N: u64 = 1234;
@@ -92,7 +96,7 @@ fn metrics_count_exactly_what_was_sent() {
 #[test]
 fn a_flood_of_malformed_input_logs_a_bounded_number_of_lines() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (d, _dir) = dist::start(&ep, "", "");
+    let (d, _dir) = dist::start(&ep, |_| {});
     const BAD: usize = 600;
     let t = Instant::now();
     for _ in 0..BAD {
@@ -134,9 +138,10 @@ fn a_flood_of_malformed_input_logs_a_bounded_number_of_lines() {
 #[test]
 fn sighup_reloads_the_log_level_and_says_what_changed() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (mut d, _dir) = dist::start(&ep, "", "");
-    let cfg = std::fs::read_to_string(&d.config).unwrap();
-    std::fs::write(&d.config, format!("{cfg}\n[log]\nlevel = \"debug\"\n")).unwrap();
+    let (mut d, _dir) = dist::start(&ep, |_| {});
+    let mut config = read_config(&d.config);
+    config.log.level = "debug".into();
+    write_config(&d.config, &config);
     let pid = d.child.as_ref().unwrap().id();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
@@ -173,12 +178,19 @@ fn the_dashboard_references_only_exported_metrics() {
     // With the shield on (lo), so that its metrics are exported too.
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
     let pin = format!("/sys/fs/bpf/herz-test-{}", herz_tests::unique_id());
-    let channel = format!(
-        "[[channels]]\nname = \"all\"\ngroup = \"239.18.1.1:{}\"\ninterface = \"127.0.0.1\"\n\n[[feeds]]\nname = \"f\"\nlines = [\"127.0.0.1:{}\"]\n",
-        dist::free_port(),
-        dist::free_port()
-    );
-    let (d, _dir) = dist::start_with_shield(&ep, &pin, "", &channel);
+    let (d, _dir) = dist::start_with_shield(&ep, &pin, |c| {
+        c.channels.push(ChannelConfig {
+            name: "all".into(),
+            group: SocketAddr::from(([239, 18, 1, 1], dist::free_port())),
+            interface: Ipv4Addr::LOCALHOST.into(),
+            ..Default::default()
+        });
+        c.feeds.push(FeedConfig {
+            name: "f".into(),
+            lines: vec![SocketAddr::from(([127, 0, 0, 1], dist::free_port()))],
+            ..Default::default()
+        });
+    });
     let (_, body) = http_get(&ep, "/metrics");
     let exported: std::collections::BTreeSet<&str> = body
         .lines()
@@ -221,7 +233,7 @@ fn the_dashboard_references_only_exported_metrics() {
 #[test]
 fn herz_top_shows_sessions_and_throughput() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
-    let (_d, _dir) = dist::start(&ep, "", "");
+    let (_d, _dir) = dist::start(&ep, |_| {});
     let mut sub = SoupSubscriber::connect(ep.subscribers, Duration::from_secs(5)).unwrap();
     sub.login("demo", "demo", Session::BLANK, 0, None).unwrap();
     std::thread::sleep(Duration::from_millis(700));

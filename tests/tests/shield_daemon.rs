@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use herz_tests::{Daemon, herz, netns::VethNs, privileged, source_row, unique_id};
+use herz_tests::{
+    Daemon, herz, netns::VethNs, privileged, read_config, source_row, unique_id, write_config,
+};
+use herz_user::config::Config;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -24,34 +27,15 @@ fn setup(interfaces: &[&str], listen: std::net::Ipv4Addr) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pin_path = PathBuf::from(format!("/sys/fs/bpf/herz-test-{}", unique_id()));
     let config = dir.path().join("herz.toml");
-    let ifaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[shield]
-interfaces = [{}]
-pin_path = "{}"
-extra_udp_ports = [{FEED_PORT}]
-
-[subscribers]
-listen = "{listen}:{SUB_PORT}"
-
-[publishers]
-listen = "{listen}:{PUB_PORT}"
-
-[control]
-enabled = false
-
-[state]
-dir = "{}"
-"#,
-            ifaces.join(", "),
-            pin_path.display(),
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let mut c = Config::default();
+    c.shield.interfaces = interfaces.iter().map(|i| i.to_string()).collect();
+    c.shield.pin_path = pin_path.clone();
+    c.shield.extra_udp_ports = vec![FEED_PORT];
+    c.subscribers.listen = SocketAddr::from((listen, SUB_PORT));
+    c.publishers.listen = SocketAddr::from((listen, PUB_PORT));
+    c.control.enabled = false;
+    c.state.dir = dir.path().join("state");
+    write_config(&config, &c);
     Setup {
         _dir: dir,
         config,
@@ -215,9 +199,12 @@ fn a_second_daemon_on_the_same_pin_path_is_refused() {
     wait_loaded(&mut first, &s.pin_path);
     // Other listen addresses (the daemon binds its sockets before the shield: the same ones would fail
     // there first), the same pin path.
-    let text = std::fs::read_to_string(&s.config).unwrap();
+    let mut c = read_config(&s.config);
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2).into();
+    c.subscribers.listen.set_ip(other);
+    c.publishers.listen.set_ip(other);
     let second = s.config.with_file_name("herz2.toml");
-    std::fs::write(&second, text.replace("127.0.0.1:", "127.0.0.2:")).unwrap();
+    write_config(&second, &c);
     let out = herz(&["--config", second.to_str().unwrap(), "run"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -417,9 +404,12 @@ fn a_full_connection_table_is_logged_by_the_kernel_under_herz_ebpf_and_sighup_tu
     let net = VethNs::new(unique_id());
     let s = setup(&[&net.host_if], net.host_addr);
     // Kernel lines off at start. The control plane stays off: SIGHUP is the daemon's own.
-    let base = std::fs::read_to_string(&s.config).unwrap();
-    let with_level = |level: &str| format!("[log]\nlevel = \"{level}\"\n{base}");
-    std::fs::write(&s.config, with_level("info,herz_ebpf=off")).unwrap();
+    let mut config = read_config(&s.config);
+    let mut with_level = |level: &str| {
+        config.log.level = level.into();
+        write_config(&s.config, &config);
+    };
+    with_level("info,herz_ebpf=off");
     let mut d = Daemon::start(&s.config);
     wait_loaded(&mut d, &s.pin_path);
     let filled = fill_established_table(&s.pin_path);
@@ -449,7 +439,7 @@ fn a_full_connection_table_is_logged_by_the_kernel_under_herz_ebpf_and_sighup_tu
     );
 
     // SIGHUP with the target on: the next occurrence (the kernel writes one a second) reaches the log.
-    std::fs::write(&s.config, with_level("info,herz_ebpf=debug")).unwrap();
+    with_level("info,herz_ebpf=debug");
     d.reload();
     let log = d.log.clone();
     std::thread::sleep(Duration::from_millis(1100));

@@ -18,8 +18,9 @@ use herz_tests::{
     frames::raw_syn4,
     herz,
     netns::VethNs,
-    privileged, source_row, unique_id,
+    privileged, source_row, unique_id, write_config,
 };
+use herz_user::config::{Config, ShieldConfig};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,54 +32,28 @@ struct Setup {
     pub_addr: SocketAddr,
 }
 
-/// A daemon config: shield on `interfaces` with the `[shield]` keys in `policy`, subscribers on every
+/// A daemon config: shield on `interfaces` with its policy as set by `policy`, subscribers on every
 /// address, publishers on loopback, demo and control plane off.
-fn setup(interfaces: &[&str], policy: &str) -> Setup {
+fn setup(interfaces: &[&str], policy: impl FnOnce(&mut ShieldConfig)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let pin_path = PathBuf::from(format!("/sys/fs/bpf/herz-test-{}", unique_id()));
     let config = dir.path().join("herz.toml");
     let sub_port = free_port();
     let pub_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let ifaces: Vec<String> = interfaces.iter().map(|i| format!("\"{i}\"")).collect();
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[shield]
-interfaces = [{ifaces}]
-pin_path = "{pin}"
-{policy}
-
-[demo]
-enabled = false
-
-[control]
-enabled = false
-
-[journal]
-session = "HZSHIELD01"
-
-[subscribers]
-listen = "0.0.0.0:{sub_port}"
-# These tests hold raw TCP connections that never log in; the login deadline is not under test here.
-login_timeout_ms = 120000
-
-[publishers]
-listen = "{pub_addr}"
-
-[rerequest]
-listen = "127.0.0.1:{rr}"
-
-[state]
-dir = "{state}"
-"#,
-            ifaces = ifaces.join(", "),
-            pin = pin_path.display(),
-            rr = free_port(),
-            state = dir.path().join("state").display(),
-        ),
-    )
-    .unwrap();
+    let mut c = Config::default();
+    c.shield.interfaces = interfaces.iter().map(|i| i.to_string()).collect();
+    c.shield.pin_path = pin_path.clone();
+    policy(&mut c.shield);
+    c.demo.enabled = false;
+    c.control.enabled = false;
+    c.journal.session = Some(Session::new("HZSHIELD01").unwrap());
+    c.subscribers.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, sub_port));
+    // These tests hold raw TCP connections that never log in; the login deadline is not under test here.
+    c.subscribers.login_timeout_ms = 120_000;
+    c.publishers.listen = pub_addr;
+    c.rerequest.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    c.state.dir = dir.path().join("state");
+    write_config(&config, &c);
     Setup {
         _dir: dir,
         config,
@@ -212,12 +187,18 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
     let attacker = VethNs::new(unique_id());
     let legit = VethNs::new(unique_id());
     attacker.route_into(SPOOFED);
-    let s = setup(
-        &[&attacker.host_if, &legit.host_if],
-        "syn_rate = 20\nsyn_burst = 20\nmax_half_open = 32\nmax_established = 8\n\
-         half_open_timeout_ms = 1000\nautoblock_after = 100\nautoblock_window_ms = 5000\n\
-         autoblock_ttl_secs = 60\nglobal_syn_rate = 50\nglobal_syn_burst = 50\n",
-    );
+    let s = setup(&[&attacker.host_if, &legit.host_if], |p| {
+        p.syn_rate = 20;
+        p.syn_burst = 20;
+        p.max_half_open = 32;
+        p.max_established = 8;
+        p.half_open_timeout_ms = 1000;
+        p.autoblock_after = 100;
+        p.autoblock_window_ms = 5000;
+        p.autoblock_ttl_secs = 60;
+        p.global_syn_rate = 50;
+        p.global_syn_burst = 50;
+    });
     let mut d = start(&s);
     const N: u64 = 20_000;
 
@@ -364,10 +345,13 @@ fn half_open_count_rises_and_falls_after_the_timeout() {
     let net = VethNs::new(unique_id());
     net.route_into(SPOOFED);
     let third = net.host_addr.octets()[2];
-    let s = setup(
-        &[&net.host_if],
-        "max_half_open = 5\nhalf_open_timeout_ms = 1500\nsyn_rate = 100\nsyn_burst = 100\nautoblock_after = 0\n",
-    );
+    let s = setup(&[&net.host_if], |p| {
+        p.max_half_open = 5;
+        p.half_open_timeout_ms = 1500;
+        p.syn_rate = 100;
+        p.syn_burst = 100;
+        p.autoblock_after = 0;
+    });
     let mut d = start(&s);
     // A fixed spoofed source whose SYN-ACKs go back into the namespace and die there: no final ACK,
     // no RST, the handshakes stay half-open.
@@ -424,10 +408,11 @@ fn connection_limit_refuses_the_next_connection_from_one_source() {
     }
     let a = VethNs::new(unique_id());
     let b = VethNs::new(unique_id());
-    let s = setup(
-        &[&a.host_if, &b.host_if],
-        "max_established = 3\nsyn_rate = 100\nsyn_burst = 100\n",
-    );
+    let s = setup(&[&a.host_if, &b.host_if], |p| {
+        p.max_established = 3;
+        p.syn_rate = 100;
+        p.syn_burst = 100;
+    });
     let mut d = start(&s);
     let addr_a = SocketAddr::from((a.host_addr, s.sub_port));
     let addr_b = SocketAddr::from((b.host_addr, s.sub_port));
@@ -474,7 +459,7 @@ fn herz_block_unblock_allow_and_ttl_take_effect_on_the_next_packet() {
         return;
     }
     let net = VethNs::new(unique_id());
-    let s = setup(&[&net.host_if], "");
+    let s = setup(&[&net.host_if], |_| {});
     let mut d = start(&s);
     let addr = SocketAddr::from((net.host_addr, s.sub_port));
     let me = net.ns_addr.to_string();
@@ -561,7 +546,7 @@ fn a_connection_that_vanished_without_fin_or_rst_stops_counting() {
     use aya::maps::{HashMap, Map, MapData};
     use herz_common::{FlowKey, FlowState, PeerState, SourceKey, maps};
     let net = VethNs::new(unique_id());
-    let s = setup(&[&net.host_if], "max_established = 4\n");
+    let s = setup(&[&net.host_if], |p| p.max_established = 4);
     let mut d = start(&s);
     let addr = SocketAddr::from((net.host_addr, s.sub_port));
     // A real connection, held open for the whole test: it must keep counting.
