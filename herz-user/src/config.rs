@@ -316,14 +316,27 @@ impl Default for PublisherConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
-    /// Most messages retained (replay and re-request reach this far back).
+    /// Most messages retained (replay and re-request reach this far back). On disk: checked as
+    /// each segment starts, whole segments removed.
     pub max_messages: usize,
-    /// Most bytes retained.
+    /// Most bytes retained: the memory ring, or the segment files on disk.
     pub max_bytes: usize,
     /// Largest message accepted from a publisher or feed.
     pub max_message_len: usize,
-    /// Session name (10 characters at most); unset means `HZ` + today's date (UTC).
+    /// Session name (10 characters at most). Unset: the journal directory's session when it
+    /// holds one, else `HZ` + today's date (UTC) with a directory, or a name unique to this run
+    /// without one (a restart without a directory must not reuse numbers).
     pub session: Option<Session>,
+    /// Directory of the durable journal (segment files). Unset: memory only, lost at exit.
+    pub dir: Option<PathBuf>,
+    /// Record bytes per segment file (the file is about 1.25 times this, with its index).
+    pub segment_bytes: usize,
+    /// Remove segments whose newest message is older than this (unset: no age limit).
+    pub max_age_secs: Option<u64>,
+    /// When appended messages reach stable storage (see [`Durability`]).
+    pub durability: Durability,
+    /// `batch`: the longest time an appended message waits for its sync.
+    pub sync_interval_ms: u64,
 }
 
 impl Default for JournalSection {
@@ -333,8 +346,28 @@ impl Default for JournalSection {
             max_bytes: 256 << 20,
             max_message_len: 1024,
             session: None,
+            dir: None,
+            segment_bytes: 64 << 20,
+            max_age_secs: None,
+            durability: Durability::Batch,
+            sync_interval_ms: 10,
         }
     }
+}
+
+/// When the durable journal's appends reach stable storage. Every level survives a crash of the
+/// daemon (the files are shared mappings: the kernel has every byte once it is appended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Never synced by Herz: the kernel writes pages back on its own schedule. A power cut or
+    /// kernel crash loses what was not yet written back (tens of seconds, typically).
+    None,
+    /// Synced every `sync_interval_ms`: a power cut loses at most that much.
+    Batch,
+    /// Synced before any message is sent on: a power cut loses nothing a subscriber saw. One
+    /// sync per event-loop iteration that appended.
+    Every,
 }
 
 /// An upstream MoldUDP64 feed, on one line or two redundant lines (A/B).
@@ -620,13 +653,33 @@ impl Config {
         ports
     }
 
-    /// The journal session name: configured, or `HZ` + today's UTC date.
-    pub fn session_name(&self) -> Session {
-        self.journal.session.unwrap_or_else(|| {
-            Session::new(&session_name_for(time::OffsetDateTime::now_utc().date()))
-                .expect("HZ + 8 digits is a valid session name")
-        })
+    /// The session a new journal starts: the configured one; else, with a journal directory,
+    /// `HZ` + today's UTC date (the directory then keeps it across restarts); else a name of
+    /// this run alone (`H` + the start time in base 36), so that a restart of a memory journal
+    /// never hands out the numbers of the previous run under the same name.
+    pub fn fresh_session_name(&self, now: time::OffsetDateTime) -> Session {
+        if let Some(s) = self.journal.session {
+            return s;
+        }
+        let name = if self.journal.dir.is_some() {
+            session_name_for(now.date())
+        } else {
+            run_session_name(now)
+        };
+        Session::new(&name).expect("10 ASCII characters make a session name")
     }
+}
+
+/// `H` + the time in milliseconds since the Unix epoch, 9 base-36 digits (good until the
+/// year 5138): unique per start, ordered by time.
+fn run_session_name(now: time::OffsetDateTime) -> String {
+    let mut ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    let mut digits = [b'0'; 9];
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(ms % 36) as usize];
+        ms /= 36;
+    }
+    format!("H{}", std::str::from_utf8(&digits).expect("ASCII"))
 }
 
 /// `HZ` + the date, e.g. `HZ20261203`.

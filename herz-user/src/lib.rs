@@ -14,3 +14,4 @@ pub mod ratelog;
 pub mod reload;
 pub mod shield;
 pub mod status;
+pub mod store;

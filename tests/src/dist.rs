@@ -3,9 +3,10 @@
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+use herz_client::soup::{Event, SoupPublisher, SoupSubscriber};
 use herz_core::protocol::{
     moldudp64::Session,
     tick::{Quote, Symbol},
@@ -106,14 +107,19 @@ pub fn start(ep: &Endpoints, edit: impl FnOnce(&mut Config)) -> (Daemon, tempfil
     edit(&mut config);
     let path = dir.path().join("herz.toml");
     crate::write_config(&path, &config);
-    let mut d = Daemon::start(&path);
+    (serve(&path), dir)
+}
+
+/// Starts a daemon on an existing config file and waits until it serves.
+pub fn serve(path: &Path) -> Daemon {
+    let mut d = Daemon::start(path);
     let log = d.log.clone();
     d.wait_for("the distributor to serve", Duration::from_secs(20), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("distributor serving")
     });
-    (d, dir)
+    d
 }
 
 /// Like [`start`], with the shield attached to `lo` and pinned at `pin_path`.
@@ -169,6 +175,59 @@ pub fn sample(s: &prometheus_parse::Scrape, name: &str) -> f64 {
 /// Path of a daemon's config directory (for extra files).
 pub fn dir_of(d: &Daemon) -> PathBuf {
     d.config.parent().unwrap().to_path_buf()
+}
+
+/// How long a test client waits for a connection and login.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publishes messages `from..=to` as fast as possible, then logs out.
+pub fn publish(addr: SocketAddr, from: u64, to: u64) {
+    publish_paced(addr, from, to, None);
+}
+
+/// Publishes messages `from..=to`, at `rate` messages per second if given (else as fast as possible).
+pub fn publish_paced(addr: SocketAddr, from: u64, to: u64, rate: Option<u64>) {
+    let mut p = SoupPublisher::connect(addr, LOGIN_TIMEOUT).expect("publisher connects");
+    p.login("feed", "feed").expect("publisher login");
+    let start = Instant::now();
+    for i in from..=to {
+        p.send(&message(i)).expect("publish");
+        if let Some(rate) = rate
+            && (i - from) % 1000 == 999
+        {
+            p.flush().expect("flush");
+            let due = Duration::from_secs_f64((i - from + 1) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    p.flush().expect("flush");
+    p.logout().expect("logout");
+}
+
+/// Receives at least messages `from..=to` and checks each byte for byte; no skips allowed. Returns
+/// the next sequence (messages that arrived in the same read past `to` are checked too).
+pub fn receive_exact(sub: &mut SoupSubscriber, from: u64, to: u64, deadline: Duration) -> u64 {
+    let start = Instant::now();
+    let mut next = from;
+    while next <= to {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out at seq {next} of {to}"
+        );
+        sub.poll(Some(Duration::from_millis(200)), |ev| match ev {
+            Event::Message { seq, payload } => {
+                assert_eq!(seq, next, "out of order or gap");
+                assert_eq!(payload, &message(seq)[..], "payload of seq {seq}");
+                next += 1;
+            }
+            Event::Heartbeat | Event::Debug(_) => {}
+            other => panic!("unexpected {other:?} at seq {next}"),
+        })
+        .expect("subscriber poll");
+    }
+    next
 }
 
 #[cfg(test)]

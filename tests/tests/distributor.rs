@@ -21,62 +21,13 @@ use herz_core::protocol::{
     soupbintcp::{self, Filter, SkipReason},
 };
 use herz_tests::{
-    dist::{self, Endpoints, message, symbol_of},
+    dist::{
+        self, Endpoints, LOGIN_TIMEOUT, message, publish, publish_paced, receive_exact, symbol_of,
+    },
     netns::VethNs,
     privileged, read_config, unique_id, write_config,
 };
 use herz_user::config::{ChannelConfig, FeedConfig, SlowConsumerPolicy, User};
-
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn publish(addr: SocketAddr, from: u64, to: u64) {
-    publish_paced(addr, from, to, None);
-}
-
-/// Publishes messages `from..=to`, at `rate` messages per second if given (else as fast as possible).
-fn publish_paced(addr: SocketAddr, from: u64, to: u64, rate: Option<u64>) {
-    let mut p = SoupPublisher::connect(addr, LOGIN_TIMEOUT).expect("publisher connects");
-    p.login("feed", "feed").expect("publisher login");
-    let start = Instant::now();
-    for i in from..=to {
-        p.send(&message(i)).expect("publish");
-        if let Some(rate) = rate
-            && (i - from) % 1000 == 999
-        {
-            p.flush().expect("flush");
-            let due = Duration::from_secs_f64((i - from + 1) as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-    }
-    p.flush().expect("flush");
-    p.logout().expect("logout");
-}
-
-/// Receives at least messages `from..=to` and checks each byte for byte; no skips allowed. Returns
-/// the next sequence (messages that arrived in the same read past `to` are checked too).
-fn receive_exact(sub: &mut SoupSubscriber, from: u64, to: u64, deadline: Duration) -> u64 {
-    let start = Instant::now();
-    let mut next = from;
-    while next <= to {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out at seq {next} of {to}"
-        );
-        sub.poll(Some(Duration::from_millis(200)), |ev| match ev {
-            Event::Message { seq, payload } => {
-                assert_eq!(seq, next, "out of order or gap");
-                assert_eq!(payload, &message(seq)[..], "payload of seq {seq}");
-                next += 1;
-            }
-            Event::Heartbeat | Event::Debug(_) => {}
-            other => panic!("unexpected {other:?} at seq {next}"),
-        })
-        .expect("subscriber poll");
-    }
-    next
-}
 
 fn fan_out_16(
     ep: &Endpoints,

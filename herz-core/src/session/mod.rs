@@ -690,11 +690,16 @@ impl ServerSession {
         if !login.session.is_blank() && !login.session.matches(&ctx.session) {
             return self.reject(RejectReason::SessionNotAvailable);
         }
-        // 0 means "from the next new message"; older than retained starts at the oldest retained, and
-        // the Login Accepted says so (the client sees where numbering starts).
+        // 0 means "from the next new message". A sequence number the journal does not hold is
+        // refused, never moved: older than retained would skip messages silently, and beyond the
+        // head means the client saw numbers this journal never gave (another session's, or ones
+        // lost with a machine), so serving it would hand out different messages under them.
         let next = match login.sequence {
             0 => journal.head(),
-            n => n.clamp(journal.tail(), journal.head()),
+            n if n < journal.tail() || n > journal.head() => {
+                return self.reject(RejectReason::SessionNotAvailable);
+            }
+            n => n,
         };
         self.cursor = next;
         self.user = user.name.clone();

@@ -277,6 +277,57 @@ fn bad_credentials_and_a_foreign_session_are_rejected_then_closed_once_written()
     }
 }
 
+/// A resume the journal cannot serve exactly is refused with `J` reason `S`: before the oldest
+/// retained message (it was evicted) or past the head (numbers this journal never gave, e.g.
+/// another run's). Serving either would hand out other messages under the asked-for numbers.
+#[test]
+fn a_resume_outside_the_journal_is_refused_not_moved() {
+    let journal = |p: &mut Pair| {
+        p.journal = Journal::new(JournalConfig {
+            max_messages: 10,
+            max_bytes: 1 << 20,
+            max_message_len: 1024,
+        });
+        for n in 0..25 {
+            p.journal.append(&tick("AAPL", n)).unwrap();
+        }
+        // Retains 16..=25; the next is 26.
+        assert_eq!((p.journal.tail(), p.journal.head()), (16, 26));
+    };
+    for (seq, accepted) in [
+        (1, None),
+        (15, None),
+        (16, Some(16)),
+        (25, Some(25)),
+        (26, Some(26)),
+        (27, None),
+        (1_000_000, None),
+        (0, Some(26)),
+    ] {
+        let mut p = Pair::new(Role::Subscriber);
+        journal(&mut p);
+        p.login("demo", "demo", SessionName::BLANK, seq);
+        let seen = p.seen();
+        match accepted {
+            Some(from) => assert_eq!(seen.first(), Some(&Seen::Accepted(from)), "resume at {seq}"),
+            None => {
+                assert_eq!(
+                    seen,
+                    vec![Seen::Rejected(RejectReason::SessionNotAvailable)],
+                    "resume at {seq}"
+                );
+                assert_eq!(
+                    p.take_events(),
+                    vec![
+                        Event::LoginRejected(RejectReason::SessionNotAvailable),
+                        Event::Close(CloseReason::Rejected)
+                    ]
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_rejected_session_closes_only_after_its_answer_is_written() {
     let mut p = Pair::new(Role::Subscriber);

@@ -19,11 +19,19 @@ fn defaults_validate() {
 fn session_name_defaults_to_the_date() {
     let date = time::Date::from_calendar_date(2025, time::Month::November, 6).unwrap();
     assert_eq!(session_name_for(date), "HZ20251106");
-    let name = Config::default().session_name().to_string();
-    assert_eq!(name.len(), 10);
-    assert!(name.starts_with("HZ"));
+    let now = time::OffsetDateTime::from_unix_timestamp(1_764_979_200).unwrap();
+    // Memory journal: a name of this run; one millisecond later, another.
+    let a = Config::default().fresh_session_name(now).to_string();
+    let b = Config::default()
+        .fresh_session_name(now + time::Duration::milliseconds(1))
+        .to_string();
+    assert_eq!((a.len(), &a[..1]), (10, "H"));
+    assert!(a < b, "{a} {b}");
+    assert_ne!(&a[..2], "HZ");
+    let durable = Config::from_toml("[journal]\ndir = \"/var/lib/herz/journal\"\n", "t").unwrap();
+    assert_eq!(durable.fresh_session_name(now).to_string(), "HZ20251206");
     let c = Config::from_toml("[journal]\nsession = \"HZPROD0001\"\n", "t").unwrap();
-    assert_eq!(c.session_name().to_string(), "HZPROD0001");
+    assert_eq!(c.fresh_session_name(now).to_string(), "HZPROD0001");
     let e = err("[journal]\nsession = \"MUCH-TOO-LONG\"\n");
     assert!(
         e.contains("journal.session") && e.contains("is not a session name"),

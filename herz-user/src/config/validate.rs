@@ -121,6 +121,32 @@ impl Config {
                 "must be at least twice journal.max_message_len".into(),
             ));
         }
+        if j.dir.is_some() {
+            if !(64 << 10..=1 << 31).contains(&j.segment_bytes) {
+                return Err(invalid(
+                    "journal.segment_bytes",
+                    format!("{}: must be between 65536 and 2147483648", j.segment_bytes),
+                ));
+            }
+            if j.segment_bytes < 4 * j.max_message_len {
+                return Err(invalid(
+                    "journal.segment_bytes",
+                    "must hold at least four journal.max_message_len messages".into(),
+                ));
+            }
+            if j.max_bytes < 2 * j.segment_bytes {
+                return Err(invalid(
+                    "journal.max_bytes",
+                    "with journal.dir, must be at least twice journal.segment_bytes (the segment being written and one full one)".into(),
+                ));
+            }
+            if j.durability == Durability::Batch && !(1..=60_000).contains(&j.sync_interval_ms) {
+                return Err(invalid(
+                    "journal.sync_interval_ms",
+                    format!("{}: must be between 1 and 60000", j.sync_interval_ms),
+                ));
+            }
+        }
         let mut names = BTreeSet::new();
         for (i, f) in self.feeds.iter().enumerate() {
             if f.lines.is_empty() || f.lines.len() > 2 {

@@ -162,6 +162,28 @@ impl Collector for HerzCollector {
             "Oldest retained journal sequence number.",
             g.journal_tail.load(Relaxed) as i64,
         )?;
+        gauge(
+            &mut enc,
+            "herz_journal_segments",
+            "Durable journal segment files retained (0 for a memory journal).",
+            g.journal_segments.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut enc,
+            "herz_journal_disk_bytes",
+            "Bytes of the durable journal's retained segment files.",
+            g.journal_disk_bytes.load(Relaxed) as i64,
+        )?;
+        {
+            let secs = g.journal_recovery_ns.load(Relaxed) as f64 / 1e9;
+            let m = ConstGauge::new(secs);
+            m.encode(enc.encode_descriptor(
+                "herz_journal_recovery_seconds",
+                "How long opening and recovering the durable journal took at start.",
+                None,
+                m.metric_type(),
+            )?)?;
+        }
         {
             let mut m = enc.encode_descriptor(
                 "herz_sessions",
@@ -202,6 +224,12 @@ impl Collector for HerzCollector {
             "herz_latency_seconds",
             "Journal ingest to socket write, per subscriber write.",
             &self.shared.latency,
+        )?;
+        histogram(
+            &mut enc,
+            "herz_journal_sync_seconds",
+            "Durable journal sync (msync) time, per sync that wrote something.",
+            &self.shared.journal_sync,
         )?;
         histogram(
             &mut enc,

@@ -67,7 +67,11 @@ pub struct Sent {
 }
 
 impl Channel {
-    /// A channel starting at the journal's head.
+    /// A channel starting at the journal's head. A filtered channel numbers its own messages:
+    /// over a journal that already holds messages (a restart of a durable journal), it counts
+    /// them again from the session's first message so that its numbers keep their meaning;
+    /// when the journal no longer holds that first message, the count is unknown and the
+    /// channel is refused rather than renumbered.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
@@ -80,7 +84,7 @@ impl Channel {
         max_payload: usize,
         flush_us: u64,
         now: u64,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let builders = (0..batch::BATCH)
             .map(|_| PacketBuilder::new(max_payload))
             .collect();
@@ -106,12 +110,29 @@ impl Channel {
             last_send: now,
             ctl: Vec::with_capacity(64),
         };
-        if c.filter.is_none() {
-            c.next_seq = journal.head();
+        match &c.filter {
+            None => c.next_seq = journal.head(),
+            Some(_) if journal.head() > 1 => {
+                if journal.tail() > 1 {
+                    anyhow::bail!(
+                        "channel {} numbers its own messages (symbols or prefixes) and the journal no longer holds its session's first message (oldest is {}): its numbering cannot be rebuilt; give the channel a new session or raise the journal's retention",
+                        c.name,
+                        journal.tail()
+                    );
+                }
+                for (seq, msg) in journal.range(1, journal.head()) {
+                    if c.carries(msg) {
+                        let len = c.map.len() as u64;
+                        c.map[(c.next_seq % len) as usize] = seq;
+                        c.next_seq += 1;
+                    }
+                }
+            }
+            Some(_) => {}
         }
         let first = c.next_seq;
         c.builders[0].start(c.session, first);
-        c
+        Ok(c)
     }
 
     /// The journal sequence carried as channel sequence `seq`, if it is known and retained.

@@ -75,8 +75,10 @@ counters! {
     slow_conflate_events,
     /// Connections refused because the session limit was reached.
     sessions_refused,
-    /// Messages refused by the journal (empty or too large).
+    /// Messages refused by the journal (empty, too large, or not storable: disk full).
     messages_refused,
+    /// Durable journal syncs that failed (the messages stay in the page cache; retried).
+    journal_sync_errors,
     /// Re-requests sent upstream.
     feed_rerequests,
     /// Feed messages lost for good (gap unrecoverable).
@@ -102,6 +104,12 @@ pub struct Gauges {
     pub publishers_active: AtomicI64,
     /// Largest subscriber lag (messages).
     pub max_lag: AtomicU64,
+    /// Durable journal: segment files retained.
+    pub journal_segments: AtomicU64,
+    /// Durable journal: bytes of the retained segment files.
+    pub journal_disk_bytes: AtomicU64,
+    /// Durable journal: how long opening and recovering it took at start, ns.
+    pub journal_recovery_ns: AtomicU64,
 }
 
 /// Adds `n` to a counter.

@@ -180,6 +180,10 @@ fn handle(
             if journal.append_at(bytes, now).is_ok() {
                 add(&counters.feed_messages, 1);
                 add(&counters.journal_appended, 1);
+            } else {
+                // The durable journal could not start a segment (disk full): counted, and the
+                // keeper's housekeeping reports the storage state.
+                add(&counters.messages_refused, 1);
             }
         }
         Event::Lost { from, count } => {

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod counters;
 mod demo;
 mod feed;
+pub mod keeper;
 mod rerequest;
 pub mod session;
 pub mod sock;
@@ -24,10 +25,7 @@ use std::{
 
 use anyhow::Context as _;
 use herz_core::{
-    engine::{
-        filter::SubscriptionFilter,
-        journal::{Journal, JournalConfig},
-    },
+    engine::{filter::SubscriptionFilter, journal::Journal},
     protocol::moldudp64::Session as SessionName,
     session::{CloseReason, Ctx, Event, LagAction, Role, State, Timers},
 };
@@ -57,6 +55,8 @@ pub struct Distributor {
     poll: Poll,
     clock: Clock,
     journal: Journal,
+    /// Syncs and expires the durable journal.
+    keeper: keeper::Keeper,
     session_name: SessionName,
     config: Config,
     sub_listener: TcpListener,
@@ -99,13 +99,7 @@ impl Distributor {
         let poll = Poll::new().context("creating the event loop")?;
         let clock = Clock(Instant::now());
         let now = clock.now();
-        let session_name = config.session_name();
-        let j = &config.journal;
-        let journal = Journal::new(JournalConfig {
-            max_messages: j.max_messages,
-            max_bytes: j.max_bytes,
-            max_message_len: j.max_message_len,
-        });
+        let (journal, session_name, keeper) = keeper::Keeper::open(config)?;
         let mut sub_listener =
             sock::tcp_listener(config.subscribers.listen).with_context(|| {
                 format!(
@@ -156,11 +150,11 @@ impl Distributor {
                 sock,
                 filter,
                 &journal,
-                j.max_messages,
+                config.journal.max_messages,
                 c.max_payload,
                 c.flush_us,
                 now,
-            ));
+            )?);
         }
         let rerequest = if channels.is_empty() {
             None
@@ -197,6 +191,7 @@ impl Distributor {
             poll,
             clock,
             journal,
+            keeper,
             session_name,
             config: config.clone(),
             sub_listener,
@@ -356,6 +351,8 @@ impl Distributor {
                 f.on_timer(now, &mut self.journal, &self.shared.counters);
                 self.shared.publish_feed(i, f);
             }
+            self.keeper
+                .after_ingest(&mut self.journal, now, &self.shared);
             self.fan_out(now);
             self.timers(now);
             self.shared
@@ -376,6 +373,9 @@ impl Distributor {
         }
         for f in &self.feeds {
             ns = ns.min(f.next_deadline(now));
+        }
+        if let Some(sync) = self.keeper.deadline(&self.journal) {
+            ns = ns.min(sync.saturating_sub(now));
         }
         let head = self.journal.head();
         if !self.reread.is_empty()
@@ -688,6 +688,8 @@ impl Distributor {
 
     fn timers(&mut self, now: u64) {
         self.snapshot(now);
+        self.keeper
+            .housekeeping(&mut self.journal, now, &self.shared);
         let s = &self.config.subscribers;
         let timers = Timers {
             heartbeat_ns: s.heartbeat_ms * 1_000_000,

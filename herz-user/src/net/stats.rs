@@ -31,6 +31,8 @@ pub struct Shared {
     pub latency: AtomicHistogram,
     /// Event-loop iteration time (from waking up to waiting again).
     pub loop_time: AtomicHistogram,
+    /// Durable journal sync time (one observation per sync that wrote something).
+    pub journal_sync: AtomicHistogram,
     /// Per feed, in configuration order.
     pub feeds: Vec<NamedStats>,
     /// Per channel, in configuration order.
