@@ -355,7 +355,13 @@ impl Conn {
         &mut self,
         request: &LoginRequest,
         filter: Option<&Filter<'_>>,
+        snapshot: bool,
     ) -> Result<LoginAccepted, SoupClientError> {
+        if snapshot {
+            HerzControl::Snapshot
+                .encode_packet(&mut self.wbuf)
+                .map_err(SoupClientError::InvalidRequest)?;
+        }
         if let Some(filter) = filter {
             // The server caps client packets at 1024 bytes by default; a big filter is split.
             soupbintcp::encode_filter_packets(

@@ -95,7 +95,7 @@ impl SoupPublisher {
         }
         let request = LoginRequest::new(username, password, Session::BLANK, 0)
             .map_err(SoupClientError::InvalidRequest)?;
-        let accepted = self.conn.login(&request, None)?;
+        let accepted = self.conn.login(&request, None, false)?;
         self.logged_in = true;
         self.session = accepted.session;
         Ok(accepted)

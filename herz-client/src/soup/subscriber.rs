@@ -43,6 +43,13 @@ pub enum Event<'a> {
     Debug(&'a [u8]),
     /// `HERZ ERROR <text>`: the server is about to close; the text says why.
     HerzError(&'a str),
+    /// `HERZ LIVE <next>`: the snapshot asked for with
+    /// [`login_with_snapshot`](SoupSubscriber::login_with_snapshot) is complete; from `next` on,
+    /// the stream is live.
+    Live {
+        /// The first live sequence number.
+        next: u64,
+    },
     /// End of Session (`Z`): the server closes next.
     EndOfSession,
     /// The server closed the connection. Delivered again on every later call.
@@ -61,6 +68,7 @@ impl Event<'_> {
             Event::Heartbeat => OwnedEvent::Heartbeat,
             Event::Debug(text) => OwnedEvent::Debug(String::from_utf8_lossy(text).into_owned()),
             Event::HerzError(text) => OwnedEvent::HerzError(text.to_owned()),
+            Event::Live { next } => OwnedEvent::Live { next },
             Event::EndOfSession => OwnedEvent::EndOfSession,
             Event::Closed => OwnedEvent::Closed,
         }
@@ -92,6 +100,11 @@ pub enum OwnedEvent {
     Debug(String),
     /// See [`Event::HerzError`].
     HerzError(String),
+    /// See [`Event::Live`].
+    Live {
+        /// The first live sequence number.
+        next: u64,
+    },
     /// See [`Event::EndOfSession`].
     EndOfSession,
     /// See [`Event::Closed`].
@@ -185,6 +198,34 @@ impl SoupSubscriber {
         next_seq: u64,
         filter: Option<Filter<'_>>,
     ) -> Result<LoginAccepted, SoupClientError> {
+        self.login_inner(username, password, session, next_seq, filter, false)
+    }
+
+    /// Logs in asking for a snapshot (`HERZ SNAPSHOT`, docs/PROTOCOL.md): the latest retained
+    /// message of each symbol (of `filter`) from `next_seq` on (`0`: from the oldest retained),
+    /// then [`Event::Live`], then the live stream. The Login Accepted sequence is where the
+    /// window starts; the messages in it that are not sent come as [`Event::Skip`]s, so the
+    /// counter stays exact and a reconnect resumes like any other.
+    pub fn login_with_snapshot(
+        &mut self,
+        username: &str,
+        password: &str,
+        session: Session,
+        next_seq: u64,
+        filter: Option<Filter<'_>>,
+    ) -> Result<LoginAccepted, SoupClientError> {
+        self.login_inner(username, password, session, next_seq, filter, true)
+    }
+
+    fn login_inner(
+        &mut self,
+        username: &str,
+        password: &str,
+        session: Session,
+        next_seq: u64,
+        filter: Option<Filter<'_>>,
+        snapshot: bool,
+    ) -> Result<LoginAccepted, SoupClientError> {
         if self.logged_in {
             return Err(SoupClientError::AlreadyLoggedIn {
                 peer: self.conn.peer,
@@ -192,7 +233,7 @@ impl SoupSubscriber {
         }
         let request = LoginRequest::new(username, password, session, next_seq)
             .map_err(SoupClientError::InvalidRequest)?;
-        let accepted = self.conn.login(&request, filter.as_ref())?;
+        let accepted = self.conn.login(&request, filter.as_ref(), snapshot)?;
         self.logged_in = true;
         self.session = accepted.session;
         self.next_seq = accepted.sequence;
@@ -259,8 +300,11 @@ impl SoupSubscriber {
                     self.conn.detail = Some(t.to_owned());
                     Event::HerzError(t)
                 }
+                Ok(Some(HerzControl::Live { next })) => Event::Live { next },
                 // A FILTER from the server means nothing to a client; ordinary text is shown.
-                Ok(Some(HerzControl::Filter(_))) | Ok(None) => Event::Debug(text),
+                Ok(Some(HerzControl::Filter(_) | HerzControl::Snapshot)) | Ok(None) => {
+                    Event::Debug(text)
+                }
                 // A malformed SKIP would desynchronise the counter: refuse rather than guess.
                 Err(source) => {
                     return Err(SoupClientError::Protocol {

@@ -31,8 +31,11 @@ use crate::{
     },
 };
 
+mod snapshot;
 #[cfg(test)]
 mod tests;
+
+use snapshot::Snapshot;
 
 /// Client packets larger than this are refused (a Login Request is 49 bytes; filters are split).
 pub const MAX_CLIENT_PACKET: usize = soupbintcp::DEFAULT_MAX_CLIENT_PACKET_LEN;
@@ -236,6 +239,10 @@ pub struct ServerSession {
     conflator: Option<Box<Conflator>>,
     /// While conflating: send only kept sequences below this one.
     conflate_until: u64,
+    /// `HERZ SNAPSHOT` arrived before the login.
+    snapshot_requested: bool,
+    /// The snapshot being planned or sent, until `HERZ LIVE` is written.
+    snapshot: Option<Snapshot>,
     connected_at: u64,
     last_rx: u64,
     last_tx: u64,
@@ -276,6 +283,8 @@ impl ServerSession {
             policy,
             conflator: None,
             conflate_until: 0,
+            snapshot_requested: false,
+            snapshot: None,
             connected_at: now,
             last_rx: now,
             last_tx: now,
@@ -485,9 +494,21 @@ impl ServerSession {
             self.out.drain(..self.out_pos);
             self.out_pos = 0;
         }
+        if let Some(snap) = &mut self.snapshot
+            && !snap.planned
+        {
+            let conflator = self.conflator.as_mut().expect("created at login");
+            if !snap.plan(conflator, journal) {
+                return false;
+            }
+            self.conflate_until = snap.end;
+        }
         let head = journal.head();
         while self.cursor < head && self.out.len() < self.out_limit {
             let seq = self.cursor;
+            if self.snapshot.is_some_and(|s| seq >= s.end) {
+                self.announce_live();
+            }
             let Some(msg) = journal.get(seq) else { break };
             self.cursor += 1;
             if seq < self.conflate_until
@@ -510,7 +531,20 @@ impl ServerSession {
             self.out.extend_from_slice(msg);
             self.sent += 1;
         }
+        if self.snapshot.is_some_and(|s| self.cursor >= s.end) {
+            self.announce_live();
+        }
         self.cursor >= head
+    }
+
+    /// Ends a snapshot: pending skips, then `HERZ LIVE <end>`.
+    fn announce_live(&mut self) {
+        if let Some(snap) = self.snapshot.take() {
+            self.emit_skips();
+            HerzControl::Live { next: snap.end }
+                .encode_packet(&mut self.out)
+                .expect("HERZ LIVE fits a packet");
+        }
     }
 
     /// Applies the slow-consumer policy if the subscriber fell too far behind (or off the journal's
@@ -523,6 +557,10 @@ impl ServerSession {
         }
         let fell_off = self.cursor < journal.tail();
         if !fell_off && (writable || self.lag(journal) <= max_lag) {
+            return LagAction::None;
+        }
+        // Nothing was sent yet while a snapshot is planned; its plan owns the conflator.
+        if self.snapshot.is_some_and(|s| !s.planned) && !fell_off {
             return LagAction::None;
         }
         match self.policy {
@@ -645,6 +683,15 @@ impl ServerSession {
             Ok(Some(HerzControl::Filter(_))) => {
                 self.refuse("HERZ FILTER is only accepted before the Login Request")
             }
+            Ok(Some(HerzControl::Snapshot))
+                if self.role == Role::Subscriber && self.state == State::AwaitingLogin =>
+            {
+                self.snapshot_requested = true;
+                None
+            }
+            Ok(Some(HerzControl::Snapshot)) => self.refuse(
+                "HERZ SNAPSHOT is only accepted from a subscriber before the Login Request",
+            ),
             Ok(_) => None,
             Err(e) => self.refuse(&format!("bad Herz control packet: {e}")),
         }
@@ -700,6 +747,28 @@ impl ServerSession {
                 return self.reject(RejectReason::SessionNotAvailable);
             }
             n => n,
+        };
+        let next = if self.snapshot_requested {
+            // From the oldest retained message (or the one asked for) to the head: the latest of
+            // each symbol, then live.
+            let start = if login.sequence == 0 {
+                journal.tail()
+            } else {
+                next
+            };
+            let conflator = self.conflator.get_or_insert_with(|| {
+                Box::new(
+                    Conflator::new(ConflatorConfig::default())
+                        .expect("default conflator config is valid"),
+                )
+            });
+            conflator.begin();
+            let snap = Snapshot::new(start, journal.head());
+            self.conflate_until = if snap.planned { snap.end } else { 0 };
+            self.snapshot = Some(snap);
+            start
+        } else {
+            next
         };
         self.cursor = next;
         self.user = user.name.clone();

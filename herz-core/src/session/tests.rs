@@ -688,3 +688,142 @@ fn filters_are_capped_as_they_arrive_not_at_login() {
     );
     assert!(!p.session.logged_in());
 }
+
+fn snapshot_packet() -> Vec<u8> {
+    let mut b = Vec::new();
+    HerzControl::Snapshot.encode_packet(&mut b).unwrap();
+    b
+}
+
+/// Replays what a Herz client keeps: its counter (S packets and SKIPs), the messages with their
+/// sequence numbers, and where `HERZ LIVE` said the live stream starts.
+/// Messages with their sequence numbers, as a client numbers them.
+type Numbered = Vec<(u64, Vec<u8>)>;
+
+fn client_view(seen: &[Seen], mut counter: u64) -> (Numbered, Option<u64>, u64) {
+    let (mut msgs, mut live) = (Vec::new(), None);
+    for s in seen {
+        match s {
+            Seen::Data(d) => {
+                msgs.push((counter, d.clone()));
+                counter += 1;
+            }
+            Seen::Debug(t) => match HerzControl::parse(t.as_bytes()).unwrap() {
+                Some(HerzControl::Skip { count, .. }) => counter += count,
+                Some(HerzControl::Live { next }) => {
+                    assert_eq!(next, counter, "LIVE where the counter is");
+                    live = Some(next);
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            Seen::Heartbeat => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (msgs, live, counter)
+}
+
+/// A late joiner asking for a snapshot gets the latest retained message of each symbol (of its
+/// filter), in sequence order, every other message accounted for by SKIPs, `HERZ LIVE` at the
+/// head of the login, then every new message: no gap, no duplicate.
+#[test]
+fn a_snapshot_sends_the_latest_per_symbol_then_goes_live() {
+    for filtered in [false, true] {
+        let mut p = Pair::new(Role::Subscriber);
+        p.publish(&[
+            tick("AAPL", 1),
+            tick("MSFT", 1),
+            tick("AAPL", 2),
+            tick("TSLA", 1),
+            tick("MSFT", 2),
+            tick("AAPL", 3),
+        ]);
+        let mut hello = snapshot_packet();
+        if filtered {
+            hello.extend(filter_packets("AAPL,TSLA", ""));
+        }
+        p.send(&hello);
+        p.login("demo", "demo", SessionName::BLANK, 0);
+        assert_eq!(p.seen(), vec![Seen::Accepted(1)]);
+        p.pump();
+        let (msgs, live, counter) = client_view(&p.seen(), 1);
+        let want: Numbered = if filtered {
+            vec![(4, tick("TSLA", 1)), (6, tick("AAPL", 3))]
+        } else {
+            vec![
+                (4, tick("TSLA", 1)),
+                (5, tick("MSFT", 2)),
+                (6, tick("AAPL", 3)),
+            ]
+        };
+        assert_eq!(msgs, want, "filtered: {filtered}");
+        assert_eq!((live, counter), (Some(7), 7));
+        // Live: every new message of the filter, numbered on.
+        p.publish(&[tick("AAPL", 4), tick("MSFT", 3), tick("AAPL", 5)]);
+        p.pump();
+        let (msgs, live, counter) = client_view(&p.seen(), counter);
+        let want: Numbered = if filtered {
+            vec![(7, tick("AAPL", 4)), (9, tick("AAPL", 5))]
+        } else {
+            vec![
+                (7, tick("AAPL", 4)),
+                (8, tick("MSFT", 3)),
+                (9, tick("AAPL", 5)),
+            ]
+        };
+        assert_eq!((msgs, live), (want, None));
+        assert!(counter >= 9);
+    }
+}
+
+/// A window larger than one planning step is planned over several fills (nothing is sent until
+/// the plan is complete), then sent exactly.
+#[test]
+fn a_large_snapshot_is_planned_in_steps_and_stays_exact() {
+    let mut p = Pair::new(Role::Subscriber);
+    p.journal = Journal::new(JournalConfig {
+        max_messages: 300_000,
+        max_bytes: 64 << 20,
+        max_message_len: 1024,
+    });
+    let symbols = ["A", "B", "C", "D", "E"];
+    let n = 150_000u64;
+    for i in 0..n {
+        p.journal
+            .append(&tick(symbols[(i % 5) as usize], (i % 251) as u8))
+            .unwrap();
+    }
+    p.send(&snapshot_packet());
+    p.login("demo", "demo", SessionName::BLANK, 0);
+    assert_eq!(p.seen(), vec![Seen::Accepted(1)]);
+    let mut fills = 0;
+    while !p.session.fill(&p.journal) {
+        fills += 1;
+        assert!(
+            p.session.transmit().is_empty(),
+            "sent before the plan was complete"
+        );
+        assert!(fills < 10);
+    }
+    assert_eq!(fills, (n / snapshot::PLAN_BUDGET) as usize);
+    p.step();
+    let (msgs, live, counter) = client_view(&p.seen(), 1);
+    let seqs: Vec<u64> = msgs.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (n - 4..=n).collect::<Vec<_>>());
+    assert_eq!((live, counter), (Some(n + 1), n + 1));
+}
+
+#[test]
+fn a_snapshot_after_login_or_from_a_publisher_is_refused() {
+    let mut p = Pair::new(Role::Subscriber);
+    p.login("demo", "demo", SessionName::BLANK, 0);
+    p.seen();
+    p.send(&snapshot_packet());
+    assert!(matches!(
+        p.seen().as_slice(),
+        [Seen::Debug(t)] if t.starts_with("HERZ ERROR HERZ SNAPSHOT is only accepted")
+    ));
+    let mut p = Pair::new(Role::Publisher);
+    p.send(&snapshot_packet());
+    assert!(matches!(p.seen().as_slice(), [Seen::Debug(t)] if t.starts_with("HERZ ERROR")));
+}

@@ -79,6 +79,11 @@ pub struct SubArgs {
     /// resume exactly at the next sequence.
     #[arg(long)]
     pub reconnect: bool,
+    /// Start with the latest retained message of each symbol (of --symbols/--prefixes), then go
+    /// live (Herz `HERZ SNAPSHOT`; with --from, the window starts there instead of at the oldest
+    /// retained message). A reconnect resumes normally.
+    #[arg(long, conflicts_with = "multicast")]
+    pub snapshot: bool,
     /// Measure one-way latency as "now - tick timestamp" with this clock (the publisher must
     /// stamp ticks with the same clock, e.g. `herz pub --clock monotonic`).
     #[arg(long, value_enum, value_name = "CLOCK")]
@@ -298,7 +303,7 @@ fn run_tcp<W: Write>(
     let mut from = args.from;
     let mut first = true;
     loop {
-        let mut sub = match connect_and_login(args, session, from, filter) {
+        let mut sub = match connect_and_login(args, session, from, filter, first && args.snapshot) {
             Ok(sub) => sub,
             Err(e) if first || !args.reconnect => return Err(e),
             Err(e) => {
@@ -324,7 +329,7 @@ fn run_tcp<W: Write>(
                 accepted.0, accepted.1
             );
         }
-        if from > 0 && accepted.1 > from {
+        if from > 0 && accepted.1 > from && !(first && args.snapshot) {
             eprintln!(
                 "herz sub: gap: asked for sequence {from}, the server starts at {}",
                 accepted.1
@@ -368,9 +373,14 @@ fn connect_and_login(
     session: Session,
     from: u64,
     filter: Option<Filter<'_>>,
+    snapshot: bool,
 ) -> anyhow::Result<SoupSubscriber> {
     let mut sub = SoupSubscriber::connect(args.connect.as_str(), Duration::from_secs(5))?;
-    sub.login(&args.user, &args.password, session, from, filter)?;
+    if snapshot {
+        sub.login_with_snapshot(&args.user, &args.password, session, from, filter)?;
+    } else {
+        sub.login(&args.user, &args.password, session, from, filter)?;
+    }
     Ok(sub)
 }
 
@@ -397,6 +407,9 @@ fn receive_tcp<W: Write>(sub: &mut SoupSubscriber, run: &mut Run<W>) -> Ending {
             Event::Message { seq, payload } => run.message(seq, payload),
             Event::Skip { seq, count, reason } => run.totals.skip(seq, count, reason),
             Event::HerzError(text) => eprintln!("herz sub: server error: {text}"),
+            Event::Live { next } => {
+                eprintln!("herz sub: snapshot complete; live from sequence {next}")
+            }
             Event::Debug(text) => {
                 eprintln!("herz sub: server debug: {}", String::from_utf8_lossy(text));
             }

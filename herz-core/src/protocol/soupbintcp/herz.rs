@@ -14,6 +14,11 @@
 //!   exactly.
 //! - Server → client: `HERZ ERROR <text>` — why the server is about to reject or close
 //!   (e.g. a malformed filter).
+//! - Client → server, before the Login Request: `HERZ SNAPSHOT` — start with the latest
+//!   retained message per symbol (of the filter), then the live stream, with no gap and no
+//!   duplicate between them: the older messages in the window are skipped as `conflated`.
+//! - Server → client: `HERZ LIVE <seq>` — the snapshot is complete; from sequence `seq` on, the
+//!   stream is live (every message, subject to the filter and the slow-consumer policy).
 //!
 //! See `docs/PROTOCOL.md` for the complete rules.
 
@@ -36,6 +41,8 @@ pub const HERZ_TAG: &[u8] = b"HERZ";
 const FILTER: &str = "FILTER";
 const SKIP: &str = "SKIP";
 const ERROR: &str = "ERROR";
+const SNAPSHOT: &str = "SNAPSHOT";
+const LIVE: &str = "LIVE";
 const SYMBOLS_KEY: &[u8] = b"symbols";
 const PREFIXES_KEY: &[u8] = b"prefixes";
 
@@ -243,6 +250,13 @@ pub enum HerzControl<'a> {
     },
     /// `HERZ ERROR <text>` (server → client): printable ASCII explanation.
     Error(&'a str),
+    /// `HERZ SNAPSHOT` (client → server, before login): latest message per symbol first.
+    Snapshot,
+    /// `HERZ LIVE <seq>` (server → client): the snapshot is complete, live from `seq` on.
+    Live {
+        /// The first sequence number of the live stream.
+        next: u64,
+    },
 }
 
 fn syntax(command: &'static str, reason: &'static str, token: &[u8]) -> SoupError {
@@ -352,6 +366,26 @@ impl<'a> HerzControl<'a> {
                     .map_err(|_| syntax(ERROR, "text is not printable ASCII", text))?;
                 Ok(Some(HerzControl::Error(text)))
             }
+            b"SNAPSHOT" => match tokens.next() {
+                None => Ok(Some(HerzControl::Snapshot)),
+                Some(extra) => Err(syntax(SNAPSHOT, "takes no arguments", extra)),
+            },
+            b"LIVE" => {
+                let Some(next) = tokens.next() else {
+                    return Err(syntax(LIVE, "expected HERZ LIVE <seq>", payload));
+                };
+                if let Some(extra) = tokens.next() {
+                    return Err(syntax(LIVE, "unexpected extra text", extra));
+                }
+                match parse_digits(next) {
+                    Some(next) if next >= 1 => Ok(Some(HerzControl::Live { next })),
+                    _ => Err(syntax(
+                        LIVE,
+                        "sequence is not a decimal number from 1 to 2^64 - 1",
+                        next,
+                    )),
+                }
+            }
             other => Err(SoupError::HerzUnknownCommand {
                 command: Snippet::new(other),
             }),
@@ -366,6 +400,12 @@ impl<'a> HerzControl<'a> {
             HerzControl::Error(text) => {
                 out.extend_from_slice(b"HERZ ERROR ");
                 out.extend_from_slice(text.as_bytes());
+            }
+            HerzControl::Snapshot => out.extend_from_slice(b"HERZ SNAPSHOT"),
+            HerzControl::Live { next } => {
+                let (digits, first) = decimal_right_justified(*next);
+                out.extend_from_slice(b"HERZ LIVE ");
+                out.extend_from_slice(&digits[first..]);
             }
         }
     }

@@ -699,6 +699,9 @@ fn herz_round_trips() {
             reason: SkipReason::Other,
         },
         HerzControl::Error("slow consumer"),
+        HerzControl::Snapshot,
+        HerzControl::Live { next: 1 },
+        HerzControl::Live { next: u64::MAX },
     ];
     for c in controls {
         let mut payload = Vec::new();
@@ -900,5 +903,31 @@ fn random_bytes_never_panic() {
         }
         let _ = LoginRequest::parse(&buf[..len.min(46)]);
         let _ = HerzControl::parse(&buf[3..len.max(3)]);
+    }
+}
+
+#[test]
+fn herz_snapshot_and_live_are_strict() {
+    assert_eq!(
+        HerzControl::parse(b"HERZ SNAPSHOT"),
+        Ok(Some(HerzControl::Snapshot))
+    );
+    assert_eq!(
+        HerzControl::parse(b"HERZ  LIVE   42"),
+        Ok(Some(HerzControl::Live { next: 42 }))
+    );
+    for bad in [
+        &b"HERZ SNAPSHOT now"[..],
+        b"HERZ LIVE",
+        b"HERZ LIVE 0",
+        b"HERZ LIVE x",
+        b"HERZ LIVE 1 2",
+        b"HERZ LIVE 18446744073709551616",
+    ] {
+        assert!(
+            HerzControl::parse(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
