@@ -268,6 +268,11 @@ impl Channel {
         }
     }
 
+    /// Sends what the journal holds for the channel, open packet included (at shutdown).
+    pub fn flush(&mut self, now: u64) {
+        let _ = self.pump_all(now);
+    }
+
     /// Sends End of Session a few times (it is the last word; repeated in case one copy is lost).
     pub fn end_of_session(&mut self, now: u64) {
         let _ = self.pump_all(now);

@@ -732,10 +732,16 @@ impl Distributor {
     fn shutdown(&mut self) {
         let now = self.clock.now();
         self.fan_out(now);
-        for (_, c) in self.sessions.iter_mut() {
-            c.session.end_of_session();
+        // A durable journal's session continues at the next start: End of Session (SoupBinTCP `Z`,
+        // MoldUDP64's end-of-session packet) would tell clients it is over. They see the
+        // connection close instead, and resume after the restart.
+        let session_ends = self.journal.segments().is_none();
+        if session_ends {
+            for (_, c) in self.sessions.iter_mut() {
+                c.session.end_of_session();
+            }
         }
-        // Best effort: give sessions up to a second to take their End of Session.
+        // Best effort: give sessions up to a second to take what is queued for them.
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
             let mut pending = false;
@@ -754,12 +760,23 @@ impl Distributor {
             std::thread::sleep(Duration::from_millis(5));
         }
         for c in &mut self.channels {
-            c.end_of_session(now);
+            if session_ends {
+                c.end_of_session(now);
+            } else {
+                c.flush(now);
+            }
+        }
+        if let Err(e) = self.journal.sync() {
+            tracing::error!(error = %e, "journal sync at shutdown failed");
         }
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close(key, CloseReason::Shutdown, now);
         }
-        tracing::info!(journal_head = self.journal.head(), "distributor stopped");
+        tracing::info!(
+            journal_head = self.journal.head(),
+            session_continues = !session_ends,
+            "distributor stopped"
+        );
     }
 }
