@@ -8,9 +8,12 @@
 //! - `latency`: one-way latency percentiles at fixed offered rates.
 //! - `shield`: the kernel shield under a SYN flood, against no defence and nftables (needs root and
 //!   a herz built with its eBPF object).
+//! - `journal`: the memory journal against the file journal at each durability level (fan-out,
+//!   latency), and the replay of history that is on disk only.
 //!
 //! See docs/PERFORMANCE.md for the method and the results.
 
+mod journal;
 mod msg;
 mod plot;
 mod pubs;
@@ -39,13 +42,14 @@ const USAGE: &str = "\
 usage: herz-bench [SCENARIO...] [--quick] [--runs N] [--latency-subs N] [--latency-secs S]
                   [--systems LIST] [--herz-flush-us US] [--herz PATH] [--nats-server PATH] [--out DIR] [--verbose]
 
-SCENARIO: fanout | peers | latency | shield (default: all four)
+SCENARIO: fanout | peers | latency | shield | journal (default: all five)
   --quick            1 run per point, fewer points, shorter runs (the whole suite in minutes)
   --runs N           runs per point (default 3, or 1 with --quick); figures are medians
   --latency-subs N   subscribers in latency runs (default 1)
   --latency-secs S   seconds per latency run (default 5, or 2 with --quick)
   --systems LIST     only these systems, comma-separated (herz-tcp, herz-mcast, nats, zmq,
-                     raw-tcp, raw-mcast); ratios need the pairs they compare
+                     raw-tcp, raw-mcast, herz-tcp-none, herz-tcp-batch, herz-tcp-every); ratios
+                     need the pairs they compare
   --shield-filter S  shield: only the flood cells whose method/sources/defence contains S
                      (methods xdp, af_packet; sources random, one; defences none, nft, herz),
                      e.g. `xdp/random` or `/herz`
@@ -56,6 +60,9 @@ SCENARIO: fanout | peers | latency | shield (default: all four)
   --verbose          print each run's publisher and per-subscriber figures
   --from-json FILE   run nothing: rewrite report.md and the plots in --out from a report.json
 ";
+
+/// The scenarios run when none is named.
+const DEFAULT_SCENARIOS: [&str; 5] = ["fanout", "peers", "latency", "shield", "journal"];
 
 struct Args {
     scenarios: Vec<String>,
@@ -136,7 +143,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--herz" => a.herz = value("--herz")?.into(),
             "--nats-server" => a.nats = value("--nats-server")?,
             "--out" => a.out = value("--out")?.into(),
-            s @ ("fanout" | "peers" | "latency" | "shield") => {
+            s @ ("fanout" | "peers" | "latency" | "shield" | "journal") => {
                 if !a.scenarios.iter().any(|x| x == s) {
                     a.scenarios.push(s.into());
                 }
@@ -145,12 +152,7 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     if a.scenarios.is_empty() {
-        a.scenarios = vec![
-            "fanout".into(),
-            "peers".into(),
-            "latency".into(),
-            "shield".into(),
-        ];
+        a.scenarios = DEFAULT_SCENARIOS.iter().map(|s| s.to_string()).collect();
     }
     if a.runs == Some(0) || a.latency_subs == 0 || a.latency_secs == Some(0) {
         bail!("--runs, --latency-subs and --latency-secs must be positive");
@@ -171,8 +173,8 @@ fn utc_now() -> String {
     )
 }
 
-fn notes(env: &Env, plan: &Plan) -> Vec<String> {
-    vec![
+fn notes(env: &Env, plan: &Plan, scenarios: &[String]) -> Vec<String> {
+    let mut notes = vec![
         "Everything runs on this one host over loopback (127.0.0.1) and multicast groups in 239.0.0.0/8 \
          on lo; publisher, server and every subscriber share its cores, so a system that needs fewer CPU \
          cycles per message also leaves more for its subscribers."
@@ -233,7 +235,23 @@ fn notes(env: &Env, plan: &Plan) -> Vec<String> {
              server.",
             plan.runs
         ),
-    ]
+    ];
+    if scenarios.iter().any(|s| s == "journal") {
+        notes.push(format!(
+            "Journal: the file journal's daemons keep their segment files ({} MiB of records each, \
+             max_bytes sized to hold the run) in {}, on the same file system as the workspace; every \
+             other setting equals herz-tcp's. Replay: {} messages published with one live subscriber \
+             into a `batch` journal with segments of {} MiB, the daemon stopped with SIGTERM, `sync` and vm.drop_caches = 1 \
+             (root), a new daemon on the same directory, one subscriber from sequence 1; replay msgs/s \
+             = messages / (connect to last message); recovery time from the daemon's \"journal \
+             recovered\" log line (took_ms).",
+            journal::SEGMENT_BYTES >> 20,
+            env.tmp.display(),
+            journal::replay_n(plan.quick),
+            journal::REPLAY_SEGMENT_BYTES >> 20
+        ));
+    }
+    notes
 }
 
 fn main() {
@@ -321,11 +339,17 @@ fn real_main() -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     let mut shield_report = None;
+    let mut journal_replay = None;
     for s in &args.scenarios {
         let r = match s.as_str() {
             "fanout" => scenarios::fanout(&env, &plan),
             "peers" => scenarios::peers(&env, &plan),
             "latency" => scenarios::latency(&env, &plan),
+            "journal" => {
+                let (live, replay) = journal::run(&env, &plan);
+                journal_replay = replay;
+                live
+            }
             "shield" => {
                 shield_report = Some(shield::run(&env, &plan));
                 continue;
@@ -336,8 +360,12 @@ fn real_main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&env.tmp);
     let mut command = String::from("cargo xtask bench");
+    let default = args.scenarios.len() == DEFAULT_SCENARIOS.len()
+        && DEFAULT_SCENARIOS
+            .iter()
+            .all(|d| args.scenarios.iter().any(|s| s == d));
     for s in &args.scenarios {
-        if args.scenarios.len() < 4 {
+        if !default {
             command.push(' ');
             command.push_str(s);
         }
@@ -379,10 +407,11 @@ fn real_main() -> anyhow::Result<()> {
             runs_per_point: plan.runs,
             machine,
             versions,
-            notes: notes(&env, &plan),
+            notes: notes(&env, &plan, &args.scenarios),
         },
         scenarios: results,
         shield: shield_report,
+        journal_replay,
     };
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(args.out.join("report.json"), json)?;

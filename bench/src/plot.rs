@@ -43,6 +43,9 @@ pub fn color(sys: System) -> RGBColor {
         System::Zmq => RGBColor(44, 160, 44),
         System::RawTcp => RGBColor(60, 60, 60),
         System::RawMcast => RGBColor(150, 150, 150),
+        System::HerzTcpNone => RGBColor(148, 103, 189),
+        System::HerzTcpBatch => RGBColor(140, 86, 75),
+        System::HerzTcpEvery => RGBColor(227, 119, 194),
     }
 }
 

@@ -196,7 +196,7 @@ pub fn drive(
 pub fn herz(addr: SocketAddr, load: Load, ctl: PubCtl) {
     ctl.run(|ctl| {
         let mut p = SoupPublisher::connect(addr, Duration::from_secs(5))?;
-        p.login("feed", "feed")?;
+        p.login("bpub", "bpub3r")?;
         ctl.send(PubMsg::Ready(Vec::new()));
         ctl.send(PubMsg::Armed);
         ctl.wait_go()?;

@@ -112,7 +112,7 @@ fn soup(
         Ok(s) => s,
         Err(e) => return setup_failed(chk, &ready, e.to_string()),
     };
-    if let Err(e) = sub.login("demo", "demo", Session::BLANK, 1, None) {
+    if let Err(e) = sub.login("bench", "b3nch", Session::BLANK, 1, None) {
         return setup_failed(chk, &ready, e.to_string());
     }
     let _ = ready.send(Ok(()));

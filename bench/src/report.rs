@@ -56,9 +56,12 @@ pub struct Report {
     /// The shield scenario, when run.
     #[serde(default)]
     pub shield: Option<crate::shield::ShieldReport>,
+    /// The journal scenario's replay from disk, when run.
+    #[serde(default)]
+    pub journal_replay: Option<crate::journal::ReplayReport>,
 }
 
-fn mps(v: f64) -> String {
+pub(crate) fn mps(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2} M", v / 1e6)
     } else if v >= 1e3 {
@@ -68,7 +71,7 @@ fn mps(v: f64) -> String {
     }
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if a > 0.0 && b > 0.0 {
         format!("{:.2}", a / b)
     } else {
@@ -77,7 +80,7 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// A figure with a mark when its runs were not valid (loss or errors), so it is never read as clean.
-fn flagged(p: Option<&Point>, f: impl Fn(&Point) -> String) -> String {
+pub(crate) fn flagged(p: Option<&Point>, f: impl Fn(&Point) -> String) -> String {
     match p {
         None => "–".into(),
         Some(p)
@@ -379,6 +382,7 @@ pub fn markdown(r: &Report, plots: &[String]) -> String {
             "fanout" => fanout_md(&mut out, s),
             "peers" => peers_md(&mut out, s),
             "latency" => latency_md(&mut out, s),
+            "journal" => crate::journal::markdown(&mut out, s, r.journal_replay.as_ref()),
             _ => {}
         }
         invalid_notes(&mut out, s);

@@ -22,7 +22,7 @@ use crate::{
     msg::{Checker, SubResult},
     pubs::{self, Load, PubCtl, PubMsg, PubStats},
     recv::{self, SubCtl, SubKind},
-    servers::{ChannelSpec, HerzDaemon, HerzOpts, NatsServer},
+    servers::{ChannelSpec, DurableJournal, HerzDaemon, HerzOpts, NatsServer},
     sys::{CpuSource, TempDir, free_tcp_port, free_udp_port, fresh_group, mono_ns},
 };
 
@@ -42,17 +42,26 @@ pub enum System {
     RawTcp,
     /// The raw multicast ceiling: pre-built MoldUDP64 packets through sendmmsg.
     RawMcast,
+    /// Herz, SoupBinTCP subscribers, durable journal (segment files) at `durability = "none"`.
+    HerzTcpNone,
+    /// The same at `durability = "batch"` (Herz's default level).
+    HerzTcpBatch,
+    /// The same at `durability = "every"`.
+    HerzTcpEvery,
 }
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 9] = [
         System::HerzTcp,
         System::HerzMcast,
         System::Nats,
         System::Zmq,
         System::RawTcp,
         System::RawMcast,
+        System::HerzTcpNone,
+        System::HerzTcpBatch,
+        System::HerzTcpEvery,
     ];
 
     /// Short name used in tables, JSON and plots.
@@ -64,6 +73,20 @@ impl System {
             System::Zmq => "zmq",
             System::RawTcp => "raw-tcp",
             System::RawMcast => "raw-mcast",
+            System::HerzTcpNone => "herz-tcp-none",
+            System::HerzTcpBatch => "herz-tcp-batch",
+            System::HerzTcpEvery => "herz-tcp-every",
+        }
+    }
+
+    /// The `journal.durability` of a Herz system with a durable journal; `None`: the memory
+    /// journal (or not Herz).
+    pub fn durability(self) -> Option<&'static str> {
+        match self {
+            System::HerzTcpNone => Some("none"),
+            System::HerzTcpBatch => Some("batch"),
+            System::HerzTcpEvery => Some("every"),
+            _ => None,
         }
     }
 
@@ -77,6 +100,9 @@ impl System {
         match self {
             System::HerzTcp | System::HerzMcast => {
                 "the herz daemon process (ingest from the publisher + fan-out)"
+            }
+            System::HerzTcpNone | System::HerzTcpBatch | System::HerzTcpEvery => {
+                "the herz daemon process (ingest from the publisher + journal files + fan-out)"
             }
             System::Nats => "the nats-server process (ingest from the publisher + fan-out)",
             System::Zmq => {
@@ -238,6 +264,9 @@ pub struct RunOpts<'a> {
     pub before_go: Option<&'a mut dyn FnMut() -> anyhow::Result<()>>,
     /// Called once every subscriber has finished, while the server still runs.
     pub after_subs: Option<&'a mut dyn FnMut()>,
+    /// Set at the end of the run to whether the Herz daemon exited on its SIGTERM (rather than
+    /// being killed after the grace period).
+    pub herz_stopped: Option<&'a std::cell::Cell<bool>>,
 }
 
 /// Runs one measurement; never panics, a failure becomes an invalid result with its reason.
@@ -329,12 +358,27 @@ fn run_inner(
     // The server side and the sender.
     let mut server = Server::None;
     let (kind, sender) = match sys {
-        System::HerzTcp | System::HerzMcast => {
+        System::HerzTcp
+        | System::HerzMcast
+        | System::HerzTcpNone
+        | System::HerzTcpBatch
+        | System::HerzTcpEvery => {
             let channel = (sys == System::HerzMcast).then_some(ChannelSpec {
                 group,
                 flush_us: env.herz_flush_us,
             });
-            let d = HerzDaemon::start(&env.herz_bin, &tmp.0, subs, &load, channel, &opts.herz)?;
+            let mut herz = opts.herz.clone();
+            if let Some(durability) = sys.durability()
+                && herz.journal.is_none()
+            {
+                // In the run's scratch directory: removed with it.
+                herz.journal = Some(DurableJournal {
+                    dir: tmp.0.join("journal"),
+                    durability,
+                    segment_bytes: crate::journal::SEGMENT_BYTES,
+                });
+            }
+            let d = HerzDaemon::start(&env.herz_bin, &tmp.0, subs, &load, channel, &herz)?;
             let (sub_addr, pub_addr) = (d.sub_addr, d.pub_addr);
             server = Server::Herz(d);
             let kind = if sys == System::HerzMcast {
@@ -504,7 +548,15 @@ fn run_inner(
     }
     stop.store(true, Ordering::Relaxed);
     let _ = sender.join();
-    drop(server);
+    match server {
+        Server::Herz(d) => {
+            let clean = d.stop(Duration::from_secs(3));
+            if let Some(c) = opts.herz_stopped {
+                c.set(clean);
+            }
+        }
+        other => drop(other),
+    }
 
     // Figures.
     let delivered: u64 = results.iter().map(|r| r.received).sum();

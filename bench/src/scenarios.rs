@@ -159,13 +159,16 @@ pub fn throughput_n(quick: bool, subs: usize) -> u64 {
     (target / subs as u64).clamp(200_000, 2_000_000)
 }
 
-struct Grid {
-    systems: Vec<System>,
+/// The systems and cells of a scenario.
+pub(crate) struct Grid {
+    /// Systems, interleaved run by run.
+    pub systems: Vec<System>,
     /// (subscribers, size, rate, n, warm-up messages)
-    cells: Vec<(usize, usize, Option<u64>, u64, u64)>,
+    pub cells: Vec<(usize, usize, Option<u64>, u64, u64)>,
 }
 
-fn execute(
+/// Runs every cell of `grid` on every system, `plan.runs` times, the systems interleaved.
+pub(crate) fn execute(
     env: &Env,
     plan: &Plan,
     name: &str,

@@ -27,6 +27,18 @@ pub struct ChannelSpec {
     pub flush_us: u64,
 }
 
+/// A durable journal for a Herz daemon: segment files in `dir`.
+#[derive(Debug, Clone)]
+pub struct DurableJournal {
+    /// `journal.dir` (created by the daemon; a restart on the same directory continues its
+    /// session).
+    pub dir: PathBuf,
+    /// `journal.durability`: `none`, `batch` or `every`.
+    pub durability: &'static str,
+    /// `journal.segment_bytes`: record bytes per segment file.
+    pub segment_bytes: u64,
+}
+
 /// Where and how a Herz daemon runs; the default is the loopback of the bench's namespace, shield
 /// off.
 #[derive(Debug, Clone)]
@@ -42,6 +54,8 @@ pub struct HerzOpts {
     pub shield: Option<String>,
     /// Subscriber and publisher ports (`None`: free ports of the bench's namespace).
     pub ports: Option<(u16, u16)>,
+    /// A durable journal; `None`: the memory journal.
+    pub journal: Option<DurableJournal>,
 }
 
 impl Default for HerzOpts {
@@ -52,6 +66,7 @@ impl Default for HerzOpts {
             netns: None,
             shield: None,
             ports: None,
+            journal: None,
         }
     }
 }
@@ -71,7 +86,8 @@ pub struct HerzDaemon {
 impl HerzDaemon {
     /// Starts a daemon with the shield and the demo feed off, a journal that holds the whole run (no
     /// subscriber can fall off it: `max_lag` equals the journal size), and optionally one multicast
-    /// channel on 127.0.0.1.
+    /// channel on 127.0.0.1. The journal is in memory, or in segment files with `opts.journal`
+    /// (retention then bounds files, not memory: room for the run and two segments more).
     pub fn start(
         bin: &Path,
         dir: &Path,
@@ -93,7 +109,25 @@ impl HerzDaemon {
             .clone()
             .unwrap_or_else(|| "[shield]\nenabled = false\n".into());
         let max_messages = (load.n + 1024).max(65_536);
-        let max_bytes = (max_messages * load.size as u64 + (4 << 20)).max(16 << 20);
+        let journal_toml = match &opts.journal {
+            None => {
+                let max_bytes = (max_messages * load.size as u64 + (4 << 20)).max(16 << 20);
+                format!("max_bytes = {max_bytes}\n")
+            }
+            Some(j) => {
+                // A segment file is about 1.25 × its record bytes; each record is the message and
+                // a 4-byte CRC.
+                let records = max_messages * (load.size as u64 + 4);
+                let segments = records.div_ceil(j.segment_bytes) + 2;
+                format!(
+                    "dir = \"{}\"\nsegment_bytes = {}\nmax_bytes = {}\ndurability = \"{}\"\n",
+                    j.dir.display(),
+                    j.segment_bytes,
+                    segments * j.segment_bytes * 2,
+                    j.durability
+                )
+            }
+        };
         let channel_toml = channel
             .map(|c| {
                 format!(
@@ -118,23 +152,22 @@ dir = "{state}"
 [journal]
 session = "{SESSION}"
 max_messages = {max_messages}
-max_bytes = {max_bytes}
-
+{journal_toml}
 [subscribers]
 listen = "{sub_bind}"
 max_lag = {max_messages}
 max_sessions = {max_sessions}
 
 [[subscribers.users]]
-name = "demo"
-password = "demo"
+name = "bench"
+password = "b3nch"
 
 [publishers]
 listen = "{pub_bind}"
 
 [[publishers.users]]
-name = "feed"
-password = "feed"
+name = "bpub"
+password = "bpub3r"
 
 [rerequest]
 listen = "{rr_addr}"
@@ -211,6 +244,22 @@ listen = "{rr_addr}"
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.guard.pid()
+    }
+
+    /// Stops the daemon: SIGTERM, up to `grace` to exit, then SIGKILL. Returns whether it exited
+    /// on the SIGTERM.
+    pub fn stop(mut self, grace: Duration) -> bool {
+        self.guard.stop(grace)
+    }
+
+    /// The fields of the first JSON log line whose message is `message`, once the daemon wrote it.
+    pub fn log_event(&self, message: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let log = fs::read_to_string(&self.log).ok()?;
+        log.lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let fields = v.as_object()?;
+            (fields.get("message")?.as_str()? == message).then(|| fields.clone())
+        })
     }
 
     /// Fails (with the end of the log) if the daemon died.

@@ -186,28 +186,30 @@ impl ChildGuard {
         Ok(())
     }
 
-    /// SIGTERM, up to `grace` to exit, then SIGKILL.
-    pub fn stop(&mut self, grace: Duration) {
+    /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns whether the child exited by itself
+    /// (after the SIGTERM, or earlier).
+    pub fn stop(&mut self, grace: Duration) -> bool {
         let Some(mut child) = self.child.take() else {
-            return;
+            return true;
         };
         // SAFETY: signalling our own child, which we have not reaped yet.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
         let _ = child.wait();
+        false
     }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        self.stop(Duration::from_secs(3));
+        let _ = self.stop(Duration::from_secs(3));
     }
 }
 

@@ -267,11 +267,9 @@ impl Default for SubscriberConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
-            users: vec![User {
-                name: "demo".into(),
-                password: "demo".into(),
-                policy: None,
-            }],
+            // No built-in login: a configuration names its users (the first-run defaults, with no
+            // configuration file, add the demo's).
+            users: Vec::new(),
             policy: SlowConsumerPolicy::Disconnect,
             max_lag: 500_000,
             output_buffer: 256 * 1024,
@@ -302,12 +300,36 @@ impl Default for PublisherConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
-            users: vec![User {
-                name: "feed".into(),
-                password: "feed".into(),
-                policy: None,
-            }],
+            users: Vec::new(),
             max_sessions: 64,
+        }
+    }
+}
+
+/// Admission of TCP connections (subscribers and publishers) per source IP.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSection {
+    /// Connections from one IP awaiting login at once; more are refused.
+    pub max_pending_per_ip: u32,
+    /// Connections from one IP at once (both endpoints); more are refused.
+    pub max_sessions_per_ip: u32,
+    /// Failed logins an IP may accumulate before its new connections are refused.
+    pub max_failed_logins: u32,
+    /// One failed login is forgiven per this many milliseconds.
+    pub failed_login_forgive_ms: u64,
+    /// Most source IPs tracked at once.
+    pub max_tracked_ips: usize,
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        Self {
+            max_pending_per_ip: 16,
+            max_sessions_per_ip: 256,
+            max_failed_logins: 5,
+            failed_login_forgive_ms: 60_000,
+            max_tracked_ips: 65_536,
         }
     }
 }
@@ -384,9 +406,17 @@ pub struct FeedConfig {
     /// Upstream re-request server.
     #[serde(default)]
     pub rerequest: Option<SocketAddr>,
-    /// Allowed source addresses of the feed's packets (empty: any). The shield enforces it too.
+    /// Allowed source addresses of the feed's packets. Required unless every line is on loopback:
+    /// anyone who can reach a line could otherwise inject packets into it.
     #[serde(default)]
     pub sources: Vec<IpAddr>,
+    /// The feed's MoldUDP64 session; unset: adopted from the first packet.
+    #[serde(default)]
+    pub session: Option<Session>,
+    /// The largest forward jump believed on one packet's word (see docs/SECURITY.md); 0: every
+    /// jump is believed.
+    #[serde(default = "default_max_jump")]
+    pub max_jump: u64,
     /// Recover from sequence 1 on start instead of joining at the first packet seen.
     #[serde(default)]
     pub from_start: bool,
@@ -405,10 +435,16 @@ impl Default for FeedConfig {
             interface: unspecified_v4(),
             rerequest: None,
             sources: Vec::new(),
+            session: None,
+            max_jump: default_max_jump(),
             from_start: false,
             rerequest_delay_us: default_rerequest_delay(),
         }
     }
+}
+
+fn default_max_jump() -> u64 {
+    1_000_000
 }
 
 fn unspecified_v4() -> IpAddr {
@@ -488,6 +524,22 @@ pub struct RerequestConfig {
     pub rate: u64,
     /// Burst per requester, messages.
     pub burst: u64,
+    /// Messages per second sent to all requesters together: caps the server's total output
+    /// whoever asks, including sources that rotate their addresses.
+    pub global_rate: u64,
+    /// Burst of the global budget, messages.
+    pub global_burst: u64,
+    /// A requester is an IP address (all its ports share one budget); `false`: an address and
+    /// port (several receivers behind one address each get a budget, and so does every port a
+    /// spoofer rotates through).
+    pub per_ip: bool,
+    /// Sources whose requests are answered (CIDRs). Empty: loopback and the local networks of the
+    /// channels' interfaces (every local network for a channel on `0.0.0.0`), found when the
+    /// server starts. Requests from other sources are dropped and counted.
+    pub allow: Vec<Cidr>,
+    /// A reply's size on the wire (IP and UDP headers included) is at most this many times the
+    /// request's, except that a reply always carries the first message asked for.
+    pub max_amplification: u32,
     /// Most messages answered per request.
     pub max_per_request: u16,
 }
@@ -498,6 +550,11 @@ impl Default for RerequestConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7102)),
             rate: 200_000,
             burst: 20_000,
+            global_rate: 2_000_000,
+            global_burst: 200_000,
+            per_ip: true,
+            allow: Vec::new(),
+            max_amplification: 4,
             max_per_request: 1000,
         }
     }
@@ -507,8 +564,8 @@ impl Default for RerequestConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
-    /// Generate synthetic ticks inside the daemon. On in the defaults, labelled in the logs; turn it off
-    /// in production.
+    /// Generate synthetic ticks inside the daemon, labelled in the logs. Off unless asked for (on in
+    /// the first-run defaults, with no configuration file).
     pub enabled: bool,
     /// Messages per second.
     pub rate: u64,
@@ -519,7 +576,7 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: false,
             rate: 1000,
             symbols: 50,
         }
@@ -581,6 +638,8 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     /// Re-request server for the channels.
     pub rerequest: RerequestConfig,
+    /// Per-IP admission of TCP connections.
+    pub admission: AdmissionSection,
     /// Synthetic demo feed.
     pub demo: DemoConfig,
     /// State files.
@@ -590,11 +649,31 @@ pub struct Config {
 }
 
 impl Config {
+    /// The configuration of a first local run (`herz run` without `--config`): everything on
+    /// loopback, the synthetic demo feed on, and the demo's well-known logins (`demo`/`demo` for
+    /// subscribers, `feed`/`feed` for publishers). A configuration file starts from
+    /// [`Config::default`] instead: no users, no demo.
+    pub fn first_run() -> Self {
+        let mut c = Config::default();
+        c.demo.enabled = true;
+        c.subscribers.users = vec![User {
+            name: "demo".into(),
+            password: "demo".into(),
+            policy: None,
+        }];
+        c.publishers.users = vec![User {
+            name: "feed".into(),
+            password: "feed".into(),
+            policy: None,
+        }];
+        c
+    }
+
     /// Loads `path`, or the defaults when `path` is `None`, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         match path {
             None => {
-                let config = Config::default();
+                let config = Config::first_run();
                 config.validate("defaults")?;
                 Ok(config)
             }
@@ -639,6 +718,19 @@ impl Config {
         ports.insert(self.subscribers.listen.port());
         ports.insert(self.publishers.listen.port());
         ports
+    }
+
+    /// This configuration with the network endpoints of `running` (listen addresses, feed lines,
+    /// channels, re-request server): what a reload may apply while the sockets keep the addresses
+    /// they were opened with.
+    pub fn with_endpoints_of(&self, running: &Config) -> Config {
+        let mut c = self.clone();
+        c.subscribers.listen = running.subscribers.listen;
+        c.publishers.listen = running.publishers.listen;
+        c.feeds = running.feeds.clone();
+        c.channels = running.channels.clone();
+        c.rerequest.listen = running.rerequest.listen;
+        c
     }
 
     /// The UDP ports the shield polices: feed lines, the re-request server, and the configured extras.

@@ -84,9 +84,15 @@ impl Reloader {
                 Err(e) => tracing::error!("log.level `{}` not applied: {e}", new.log.level),
             }
         }
-        if new.shield != old.shield {
+        // The shield polices the ports in use: listeners and sockets keep their addresses until a
+        // restart, whatever the new file says.
+        let policed = new.with_endpoints_of(old);
+        if policed.shield_tcp_ports() != old.shield_tcp_ports()
+            || policed.shield_udp_ports() != old.shield_udp_ports()
+            || policed.shield != old.shield
+        {
             match &self.pin_path {
-                Some(pin) => match crate::shield::apply::apply_config(pin, &new) {
+                Some(pin) => match crate::shield::apply::apply_config(pin, &policed) {
                     Ok(_) => {
                         out.changed
                             .push("shield thresholds, ports and lists".to_string());

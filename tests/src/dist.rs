@@ -83,9 +83,9 @@ pub fn config(ep: &Endpoints, dir: &Path) -> Config {
     c.journal.max_bytes = 256 << 20;
     c.subscribers.listen = ep.subscribers;
     c.subscribers.max_lag = 2_100_000;
-    c.subscribers.users = vec![user("demo", "demo")];
+    c.subscribers.users = vec![user("tester", "t3st3r")];
     c.publishers.listen = ep.publishers;
-    c.publishers.users = vec![user("feed", "feed")];
+    c.publishers.users = vec![user("pubber", "pubb3r")];
     c.rerequest.listen = ep.rerequest;
     c.control.listen = ep.control;
     c
@@ -188,7 +188,7 @@ pub fn publish(addr: SocketAddr, from: u64, to: u64) {
 /// Publishes messages `from..=to`, at `rate` messages per second if given (else as fast as possible).
 pub fn publish_paced(addr: SocketAddr, from: u64, to: u64, rate: Option<u64>) {
     let mut p = SoupPublisher::connect(addr, LOGIN_TIMEOUT).expect("publisher connects");
-    p.login("feed", "feed").expect("publisher login");
+    p.login("pubber", "pubb3r").expect("publisher login");
     let start = Instant::now();
     for i in from..=to {
         p.send(&message(i)).expect("publish");

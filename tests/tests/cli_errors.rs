@@ -69,3 +69,18 @@ fn stats_without_a_shield_says_so_plainly() {
     assert_eq!(code, 1);
     assert_one_line(&err, &["no shield loaded", "no herz daemon is running"]);
 }
+
+/// No built-in logins off loopback: a file that opens a listener to the network without naming its
+/// users, or with the demo's well-known ones, does not start.
+#[test]
+fn default_credentials_off_loopback_are_refused() {
+    let (code, err) = run_with_config("[subscribers]\nlisten = \"0.0.0.0:7100\"\n", &["run"]);
+    assert_eq!(code, 1);
+    assert_one_line(&err, &["subscribers.users", "no built-in users"]);
+    let (code, err) = run_with_config(
+        "[publishers]\nlisten = \"0.0.0.0:7101\"\n[[publishers.users]]\nname = \"feed\"\npassword = \"feed\"\n",
+        &["run"],
+    );
+    assert_eq!(code, 1);
+    assert_one_line(&err, &["publishers.users[0]", "well-known"]);
+}

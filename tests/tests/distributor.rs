@@ -45,7 +45,7 @@ fn fan_out_16(
                     let mut sub =
                         SoupSubscriber::connect(subscribers, LOGIN_TIMEOUT).expect("connect");
                     let acc = sub
-                        .login("demo", "demo", Session::BLANK, 1, None)
+                        .login("tester", "t3st3r", Session::BLANK, 1, None)
                         .expect("login");
                     assert_eq!(acc.sequence, 1);
                     b.wait();
@@ -89,7 +89,8 @@ fn a_subscriber_resumes_exactly_after_reconnecting() {
     let (_d, _dir) = dist::start(&ep, |_| {});
     publish(ep.publishers, 1, 5000);
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    sub.login("tester", "t3st3r", Session::BLANK, 1, None)
+        .unwrap();
     let checked_to = receive_exact(&mut sub, 1, 1234, Duration::from_secs(30));
     let resume = sub.next_seq();
     assert_eq!(resume, checked_to);
@@ -99,8 +100,8 @@ fn a_subscriber_resumes_exactly_after_reconnecting() {
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     let acc = sub
         .login(
-            "demo",
-            "demo",
+            "tester",
+            "t3st3r",
             Session::new("HZTEST0001").unwrap(),
             resume,
             None,
@@ -166,8 +167,8 @@ fn a_filtered_subscriber_gets_only_its_symbols_and_resumes_without_loss() {
     let wanted = ["AAPL", "BRK", "BRKB"];
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     sub.login(
-        "demo",
-        "demo",
+        "tester",
+        "t3st3r",
         Session::BLANK,
         1,
         Some(Filter::new("AAPL", "BR").unwrap()),
@@ -178,8 +179,8 @@ fn a_filtered_subscriber_gets_only_its_symbols_and_resumes_without_loss() {
     drop(sub);
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     sub.login(
-        "demo",
-        "demo",
+        "tester",
+        "t3st3r",
         Session::BLANK,
         resume,
         Some(Filter::new("AAPL", "BR").unwrap()),
@@ -199,7 +200,7 @@ fn bad_logins_are_rejected_per_spec() {
     let (_d, _dir) = dist::start(&ep, |_| {});
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     let e = sub
-        .login("demo", "wrong", Session::BLANK, 1, None)
+        .login("tester", "wrong", Session::BLANK, 1, None)
         .unwrap_err();
     assert!(
         e.to_string().contains("not authorized") || e.to_string().contains("'A'"),
@@ -207,12 +208,21 @@ fn bad_logins_are_rejected_per_spec() {
     );
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     let e = sub
-        .login("demo", "demo", Session::new("OTHERSESS").unwrap(), 1, None)
+        .login(
+            "tester",
+            "t3st3r",
+            Session::new("OTHERSESS").unwrap(),
+            1,
+            None,
+        )
         .unwrap_err();
     assert!(e.to_string().contains("session"), "{e}");
     // A publisher login on the subscriber port is not authorized.
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    assert!(sub.login("feed", "feed", Session::BLANK, 1, None).is_err());
+    assert!(
+        sub.login("pubber", "pubb3r", Session::BLANK, 1, None)
+            .is_err()
+    );
 }
 
 #[test]
@@ -220,7 +230,8 @@ fn malformed_input_closes_only_that_session() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
     let (d, _dir) = dist::start(&ep, |_| {});
     let mut good = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    good.login("demo", "demo", Session::BLANK, 0, None).unwrap();
+    good.login("tester", "t3st3r", Session::BLANK, 0, None)
+        .unwrap();
     let bad_inputs: [&[u8]; 4] = [
         b"\x00\x00",      // zero length
         b"\x00\x05Xabcd", // unknown type
@@ -240,7 +251,7 @@ fn malformed_input_closes_only_that_session() {
     }
     // A bad message from a publisher (shorter than type + symbol) closes that publisher.
     let mut p = SoupPublisher::connect(ep.publishers, LOGIN_TIMEOUT).unwrap();
-    p.login("feed", "feed").unwrap();
+    p.login("pubber", "pubb3r").unwrap();
     p.send(b"Qshort").unwrap();
     let _ = p.flush();
     std::thread::sleep(Duration::from_millis(200));
@@ -301,7 +312,8 @@ fn a_b_feed_arbitration_loses_nothing_when_each_line_drops_packets() {
         )
         .unwrap();
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    sub.login("tester", "t3st3r", Session::BLANK, 1, None)
+        .unwrap();
     const N: u64 = 50_000;
     let handle = std::thread::spawn(move || {
         for i in 1..=N {
@@ -472,7 +484,8 @@ fn slow_consumer_scenario(policy: SlowConsumerPolicy) -> (SlowResult, herz_tests
             let addr = ep.subscribers;
             std::thread::spawn(move || {
                 let mut sub = SoupSubscriber::connect(addr, LOGIN_TIMEOUT).unwrap();
-                sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+                sub.login("tester", "t3st3r", Session::BLANK, 1, None)
+                    .unwrap();
                 let t = Instant::now();
                 receive_exact(&mut sub, 1, N, Duration::from_secs(120));
                 t.elapsed()
@@ -560,7 +573,8 @@ fn a_dead_peer_is_detected_and_its_fd_freed() {
     let holder = {
         net.spawn_in(move || {
             let mut sub = SoupSubscriber::connect(addr, LOGIN_TIMEOUT).unwrap();
-            sub.login("demo", "demo", Session::BLANK, 0, None).unwrap();
+            sub.login("tester", "t3st3r", Session::BLANK, 0, None)
+                .unwrap();
             let _ = rx.recv();
             std::mem::forget(sub);
         })
@@ -772,7 +786,7 @@ fn a_bad_or_late_filter_is_refused_with_herz_error_before_the_close() {
     // FILTER after the Login Request.
     let mut s = TcpStream::connect(ep.subscribers).unwrap();
     let mut out = Vec::new();
-    soupbintcp::LoginRequest::new("demo", "demo", Session::BLANK, 0)
+    soupbintcp::LoginRequest::new("tester", "t3st3r", Session::BLANK, 0)
         .unwrap()
         .encode(&mut out);
     soupbintcp::encode_debug(b"HERZ FILTER symbols=AAPL", &mut out).unwrap();
@@ -789,7 +803,10 @@ fn a_bad_or_late_filter_is_refused_with_herz_error_before_the_close() {
     assert!(d.log().contains("Refused"), "{}", d.log());
     // A rejected login too; then no session may still be counted.
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    assert!(sub.login("demo", "wrong", Session::BLANK, 0, None).is_err());
+    assert!(
+        sub.login("tester", "wrong", Session::BLANK, 0, None)
+            .is_err()
+    );
     std::thread::sleep(Duration::from_millis(300));
     let m = dist::scrape(&ep);
     for s in m.samples.iter().filter(|s| s.metric == "herz_sessions") {
@@ -812,10 +829,11 @@ fn a_publisher_closing_right_after_its_data_loses_nothing_and_is_closed_at_once(
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
     let (_d, _dir) = dist::start(&ep, |_| {});
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    sub.login("tester", "t3st3r", Session::BLANK, 1, None)
+        .unwrap();
     for round in 0..5u64 {
         let mut out = Vec::new();
-        soupbintcp::LoginRequest::new("feed", "feed", Session::BLANK, 0)
+        soupbintcp::LoginRequest::new("pubber", "pubb3r", Session::BLANK, 0)
             .unwrap()
             .encode(&mut out);
         for i in round * N + 1..=(round + 1) * N {
@@ -870,7 +888,8 @@ fn a_reload_changes_logins_live_and_keeps_the_sessions_already_in() {
     let (mut d, _dir) = dist::start(&ep, |_| {});
     let config = read_config(&d.config);
     let mut kept = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    kept.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    kept.login("tester", "t3st3r", Session::BLANK, 1, None)
+        .unwrap();
     // Replace demo/demo by ops/s3cret, and turn the control plane off: SIGHUP must not depend on it.
     let mut reloaded = config.clone();
     reloaded.subscribers.users = vec![dist::user("ops", "s3cret")];
@@ -886,7 +905,10 @@ fn a_reload_changes_logins_live_and_keeps_the_sessions_already_in() {
         .to_string();
     assert!(line.contains("users") && line.contains("control"), "{line}");
     let mut old = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    assert!(old.login("demo", "demo", Session::BLANK, 1, None).is_err());
+    assert!(
+        old.login("tester", "t3st3r", Session::BLANK, 1, None)
+            .is_err()
+    );
     let mut new = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
     new.login("ops", "s3cret", Session::BLANK, 1, None).unwrap();
     publish(ep.publishers, 1, 100);
@@ -949,7 +971,8 @@ fn a_connection_that_never_logs_in_is_closed_at_the_login_deadline() {
     let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
     let (_d, _dir) = dist::start(&ep, |c| c.subscribers.login_timeout_ms = 500);
     let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
-    sub.login("demo", "demo", Session::BLANK, 1, None).unwrap();
+    sub.login("tester", "t3st3r", Session::BLANK, 1, None)
+        .unwrap();
     let start = Instant::now();
     let mut idle = TcpStream::connect(ep.subscribers).unwrap();
     idle.set_read_timeout(Some(Duration::from_millis(50)))

@@ -36,7 +36,7 @@ fn durable(c: &mut Config, journal: &Path, group: SocketAddr) {
 
 fn login(addr: SocketAddr, next: u64) -> Result<SoupSubscriber, SoupClientError> {
     let mut sub = SoupSubscriber::connect(addr, LOGIN_TIMEOUT)?;
-    sub.login("demo", "demo", Session::BLANK, next, None)?;
+    sub.login("tester", "t3st3r", Session::BLANK, next, None)?;
     Ok(sub)
 }
 
@@ -96,7 +96,7 @@ fn a_kill_9_mid_stream_loses_nothing_and_renumbers_nothing() {
     let publisher = ep.publishers;
     let midstream = std::thread::spawn(move || {
         let mut p = herz_client::soup::SoupPublisher::connect(publisher, LOGIN_TIMEOUT).unwrap();
-        p.login("feed", "feed").unwrap();
+        p.login("pubber", "pubb3r").unwrap();
         for i in 0..MIDSTREAM {
             if p.send(&message(FIRST + 1 + i)).is_err() {
                 break;
@@ -300,7 +300,7 @@ fn a_late_joiner_gets_the_latest_per_symbol_then_the_live_stream() {
         let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
         let f = filter.map(|(s, p)| herz_core::protocol::soupbintcp::Filter::new(s, p).unwrap());
         let accepted = sub
-            .login_with_snapshot("demo", "demo", Session::BLANK, 0, f)
+            .login_with_snapshot("tester", "t3st3r", Session::BLANK, 0, f)
             .unwrap();
         assert_eq!(
             accepted.sequence, 1,
@@ -367,6 +367,10 @@ fn a_late_joiner_gets_the_latest_per_symbol_then_the_live_stream() {
         "sub",
         "--connect",
         &ep.subscribers.to_string(),
+        "--user",
+        "tester",
+        "--password",
+        "t3st3r",
         "--snapshot",
         "--count",
         "8",

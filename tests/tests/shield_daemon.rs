@@ -33,6 +33,8 @@ fn setup(interfaces: &[&str], listen: std::net::Ipv4Addr) -> Setup {
     c.shield.extra_udp_ports = vec![FEED_PORT];
     c.subscribers.listen = SocketAddr::from((listen, SUB_PORT));
     c.publishers.listen = SocketAddr::from((listen, PUB_PORT));
+    c.subscribers.users = vec![herz_tests::dist::user("tester", "t3st3r")];
+    c.publishers.users = vec![herz_tests::dist::user("pubber", "pubb3r")];
     c.control.enabled = false;
     c.state.dir = dir.path().join("state");
     write_config(&config, &c);
@@ -333,8 +335,8 @@ fn a_logged_in_subscriber_is_trusted_until_its_session_ends() {
     let client = net.spawn_in(move || {
         let mut sub = herz_client::SoupSubscriber::connect(addr, Duration::from_secs(5)).unwrap();
         sub.login(
-            "demo",
-            "demo",
+            "tester",
+            "t3st3r",
             herz_core::protocol::moldudp64::Session::BLANK,
             0,
             None,
@@ -458,4 +460,49 @@ fn a_full_connection_table_is_logged_by_the_kernel_under_herz_ebpf_and_sighup_tu
                 })
         },
     );
+}
+
+/// The TCP ports in the shield's pinned port map.
+fn policed_tcp_ports(pin_path: &Path) -> Vec<u16> {
+    use aya::maps::{HashMap, Map, MapData};
+    use herz_common::{IPPROTO_TCP, PortKey, maps};
+    let data = MapData::from_pin(pin_path.join(maps::PORTS)).expect("pinned port map");
+    let ports: HashMap<MapData, PortKey, u32> =
+        HashMap::try_from(Map::HashMap(data)).expect("a hash map");
+    let mut out: Vec<u16> = ports
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.proto == IPPROTO_TCP)
+        .map(|k| k.port)
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A SIGHUP whose file moves the listen ports cannot move the listeners (that needs a restart, and
+/// the log says so); the shield goes on policing the ports actually in use.
+#[test]
+fn a_reload_that_moves_the_listeners_keeps_the_shield_on_the_ports_in_use() {
+    if !privileged("a_reload_that_moves_the_listeners_keeps_the_shield_on_the_ports_in_use") {
+        return;
+    }
+    let s = setup(&["lo"], std::net::Ipv4Addr::LOCALHOST);
+    let mut d = Daemon::start(&s.config);
+    wait_loaded(&mut d, &s.pin_path);
+    assert_eq!(policed_tcp_ports(&s.pin_path), [SUB_PORT, PUB_PORT]);
+    let mut c = read_config(&s.config);
+    c.subscribers.listen.set_port(SUB_PORT + 50);
+    c.publishers.listen.set_port(PUB_PORT + 50);
+    c.shield.syn_rate += 1;
+    write_config(&s.config, &c);
+    d.reload();
+    assert!(
+        d.log().contains("needs_restart") && d.log().contains("subscribers"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(policed_tcp_ports(&s.pin_path), [SUB_PORT, PUB_PORT]);
+    // The listener is where it was.
+    TcpStream::connect(("127.0.0.1", SUB_PORT)).expect("the running listener");
+    assert!(d.stop_with(libc::SIGTERM).success());
 }

@@ -50,6 +50,8 @@ fn setup(interfaces: &[&str], policy: impl FnOnce(&mut ShieldConfig)) -> Setup {
     c.subscribers.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, sub_port));
     // These tests hold raw TCP connections that never log in; the login deadline is not under test here.
     c.subscribers.login_timeout_ms = 120_000;
+    c.subscribers.users = vec![herz_tests::dist::user("tester", "t3st3r")];
+    c.publishers.users = vec![herz_tests::dist::user("pubber", "pubb3r")];
     c.publishers.listen = pub_addr;
     c.rerequest.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     c.state.dir = dir.path().join("state");
@@ -208,7 +210,7 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
     let subscriber = legit.spawn_in(move || {
         let mut sub =
             SoupSubscriber::connect(sub_addr, LOGIN_TIMEOUT).expect("subscriber connects");
-        sub.login("demo", "demo", Session::BLANK, 1, None)
+        sub.login("tester", "t3st3r", Session::BLANK, 1, None)
             .expect("subscriber login");
         ready_tx.send(()).unwrap();
         let start = Instant::now();
@@ -268,7 +270,7 @@ fn syn_floods_are_dropped_at_xdp_while_a_subscriber_streams() {
         "legitimate connect during the fixed-source flood"
     );
     let mut p = SoupPublisher::connect(s.pub_addr, LOGIN_TIMEOUT).expect("publisher connects");
-    p.login("feed", "feed").expect("publisher login");
+    p.login("pubber", "pubb3r").expect("publisher login");
     for i in 1..=N / 2 {
         p.send(&message(i)).unwrap();
     }

@@ -144,15 +144,79 @@ fn xdp_cost() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Gigabytes of messages `journal-recovery` writes: `HERZ_JOURNAL_RECOVERY_GB`, else 1 with
+/// `--quick`, else 10.
+fn journal_recovery_gb(quick: bool) -> anyhow::Result<String> {
+    match std::env::var("HERZ_JOURNAL_RECOVERY_GB") {
+        Ok(v) => {
+            let gb: f64 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("HERZ_JOURNAL_RECOVERY_GB={v}"))?;
+            if gb <= 0.0 {
+                bail!("HERZ_JOURNAL_RECOVERY_GB must be positive");
+            }
+            Ok(v.trim().to_string())
+        }
+        Err(_) => Ok(if quick { "1" } else { "10" }.into()),
+    }
+}
+
+/// Recovery time of a large durable journal (tests/examples/journal_recovery.rs): writes it under
+/// target/ (never /tmp, which may be small or in memory), reopens it clean, cold and after a torn
+/// append, and removes it; the table goes to target/bench/journal-recovery.md.
+fn journal_recovery(quick: bool) -> anyhow::Result<()> {
+    let gb = journal_recovery_gb(quick)?;
+    eprintln!("xtask: building the journal_recovery example (release)");
+    let mut build = Command::new("cargo");
+    build.current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "herz-tests",
+        "--example",
+        "journal_recovery",
+    ]);
+    let object = crate::ebpf_object();
+    if object.exists() {
+        build.env("HERZ_EBPF_OBJECT", &object);
+    }
+    run_cmd(&mut build)?;
+    let dir = root().join("target/bench/journal-recovery");
+    eprintln!(
+        "xtask: journal_recovery: {gb} GB of messages in {}",
+        dir.display()
+    );
+    let out = Command::new(root().join("target/release/examples/journal_recovery"))
+        .arg(&dir)
+        .arg(&gb)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running journal_recovery")?;
+    if !out.status.success() {
+        bail!("journal_recovery failed ({})", out.status);
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    print!("{table}");
+    let bench = root().join("target/bench");
+    std::fs::create_dir_all(&bench)?;
+    std::fs::write(bench.join("journal-recovery.md"), table.as_bytes())?;
+    Ok(())
+}
+
 /// Prerequisites, builds, then the benchmarks. `extra` goes to herz-bench as is.
 pub fn run(scenarios: &[String], quick: bool, extra: &[String]) -> anyhow::Result<()> {
     let all = scenarios.is_empty();
     if all || scenarios.iter().any(|s| s == "xdp-cost") {
         xdp_cost()?;
     }
+    // Not part of the default suite: it writes 10 GB and takes minutes.
+    if scenarios.iter().any(|s| s == "journal-recovery") {
+        journal_recovery(quick)?;
+    }
     let scenarios: Vec<String> = scenarios
         .iter()
-        .filter(|s| *s != "xdp-cost")
+        .filter(|s| *s != "xdp-cost" && *s != "journal-recovery")
         .cloned()
         .collect();
     if !all && scenarios.is_empty() {

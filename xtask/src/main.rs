@@ -52,8 +52,9 @@ enum Verb {
     /// Install the peers (nats-server, libzmq, nftables), build herz and herz-bench in release mode, and run
     /// the benchmarks; results in target/bench/ (report.md, report.json, PNG plots).
     Bench {
-        /// Scenarios to run (default: all).
-        #[arg(value_parser = ["fanout", "peers", "latency", "shield", "xdp-cost"])]
+        /// Scenarios to run (default: fanout, peers, latency, shield, journal, xdp-cost;
+        /// journal-recovery only when named).
+        #[arg(value_parser = ["fanout", "peers", "latency", "shield", "journal", "xdp-cost", "journal-recovery"])]
         scenarios: Vec<String>,
         /// One run per point, fewer points, shorter runs: the whole suite in a few minutes.
         #[arg(long)]

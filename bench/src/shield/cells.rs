@@ -262,6 +262,7 @@ pub(super) fn flood_run(
                     herz: opts,
                     before_go: Some(&mut go),
                     after_subs: Some(&mut after),
+                    herz_stopped: None,
                 },
             )
         })

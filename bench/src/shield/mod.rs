@@ -298,6 +298,7 @@ fn victim_opts(defense: Defense, policy: &Policy) -> HerzOpts {
         netns: Some(topo::NS_VICTIM),
         shield: (defense == Defense::Herz).then(|| shield_toml(policy)),
         ports: None,
+        journal: None,
     }
 }
 

@@ -238,7 +238,7 @@ fn forward<F: FnMut(MoldEvent<'_>)>(event: Event<'_>, f: &mut F, end: &mut Optio
             return 0;
         }
         // Counted by the arbiter; the receiver follows one session.
-        Event::ForeignSession { .. } => return 0,
+        Event::ForeignSession { .. } | Event::SuspiciousJump { .. } => return 0,
     }
     1
 }
@@ -257,6 +257,9 @@ impl Sequencer {
             rerequest_timeout_ns: nanos(cfg.retry_interval).max(1),
             max_retries: cfg.max_retries.saturating_sub(1),
             max_request_count: cfg.max_request_count.max(1),
+            // A receiver follows whatever its sender says; the distributor guards its feeds.
+            max_jump: None,
+            jump_confirmations: 1,
             rerequests: false,
         })
         .map_err(|e| MoldClientError::Config(e.to_string()))?;

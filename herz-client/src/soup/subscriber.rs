@@ -186,6 +186,20 @@ impl SoupSubscriber {
         })
     }
 
+    /// Wraps a stream connected by the caller (e.g. from a chosen source address).
+    pub fn from_stream(
+        stream: std::net::TcpStream,
+        options: SoupOptions,
+    ) -> Result<Self, SoupClientError> {
+        Ok(SoupSubscriber {
+            conn: Conn::from_stream(stream, options)?,
+            logged_in: false,
+            session: Session::BLANK,
+            next_seq: 0,
+            ended: false,
+        })
+    }
+
     /// Logs in. `session` may be [`Session::BLANK`] (the current session); `next_seq` is the
     /// next message wanted (`0`: only messages generated from now on). With a `filter`, the
     /// `HERZ FILTER` packet(s) are sent before the Login Request. On Login Rejected the error

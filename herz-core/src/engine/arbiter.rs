@@ -122,6 +122,16 @@ pub struct ArbiterConfig {
     /// The most messages asked for in one re-request (at least 1). The reply holds what fits
     /// in one datagram; the rest is asked for next.
     pub max_request_count: u16,
+    /// The largest forward jump believed on one packet's word: a packet showing more than this
+    /// many sequence numbers beyond the highest known (a data packet far ahead, or a heartbeat
+    /// announcing a far head) is *suspicious*: counted, reported once, and ignored until another
+    /// packet confirms the jump — one from the other line or the re-request server, or
+    /// [`jump_confirmations`](Self::jump_confirmations) more from the same line showing at least
+    /// as far. So one forged packet cannot make the feed skip a hole or count real packets as
+    /// duplicates. `None`: every jump is believed.
+    pub max_jump: Option<u64>,
+    /// Packets from the same line that confirm a suspicious jump (at least 1).
+    pub jump_confirmations: u32,
     /// Whether a re-request server exists. Without one, [`poll_timers`](FeedArbiter::poll_timers)
     /// never returns a request: a hole is declared [`Lost`](Event::Lost) once it has been
     /// visible for [`rerequest_delay_ns`](Self::rerequest_delay_ns) (the lines' chance to fill it).
@@ -139,6 +149,8 @@ impl Default for ArbiterConfig {
             rerequest_timeout_ns: 50_000_000,
             max_retries: 3,
             max_request_count: 1_000,
+            max_jump: Some(10_000_000),
+            jump_confirmations: 3,
             rerequests: true,
         }
     }
@@ -212,6 +224,14 @@ pub enum Event<'a> {
         /// The sequence number after the session's last message.
         next: u64,
     },
+    /// A packet claimed a jump larger than [`max_jump`](ArbiterConfig::max_jump) and is ignored
+    /// until confirmed (reported once per claim; every such packet is counted).
+    SuspiciousJump {
+        /// One past the highest sequence number the packet claims.
+        claimed: u64,
+        /// One past the highest sequence number known before it.
+        known: u64,
+    },
     /// Packets of another session arrived and are ignored (reported once per run of a new
     /// foreign session; counted every time). A real session change is the caller's decision:
     /// [`FeedArbiter::reset`].
@@ -243,6 +263,10 @@ pub struct ArbiterCounters {
     pub reorder_overflow: u64,
     /// Packets of a foreign session, ignored.
     pub foreign_session_packets: u64,
+    /// Packets claiming a jump beyond `max_jump`, ignored until confirmed.
+    pub suspicious_packets: u64,
+    /// Suspicious jumps later confirmed and followed.
+    pub jumps_confirmed: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -465,6 +489,8 @@ pub struct FeedArbiter {
     server_alive: bool,
     end_reported: bool,
     last_foreign: Option<Session>,
+    /// A suspicious jump waiting for confirmation: (line that claimed it, how far, confirmations).
+    jump_claim: Option<(Line, u64, u32)>,
     counters: ArbiterCounters,
 }
 
@@ -490,6 +516,7 @@ impl FeedArbiter {
             server_alive: true,
             end_reported: false,
             last_foreign: None,
+            jump_claim: None,
             counters: ArbiterCounters::default(),
         };
         arbiter.reset(config.session, config.start_sequence);
@@ -514,6 +541,7 @@ impl FeedArbiter {
         self.server_alive = true;
         self.end_reported = false;
         self.last_foreign = None;
+        self.jump_claim = None;
     }
 
     /// Turns re-requests on or off (a re-request server was configured or removed), with the
@@ -553,6 +581,9 @@ impl FeedArbiter {
             self.expected = header.sequence.max(1);
             self.high = self.expected;
         }
+        if !self.believe(line, header.next_sequence(), &mut out) {
+            return;
+        }
         if line == Line::Recovery {
             self.server_alive = true;
         }
@@ -578,6 +609,48 @@ impl FeedArbiter {
             }
         }
         self.after_progress(had_gap, before, now, line == Line::Recovery);
+    }
+
+    /// Whether a packet showing `next` (one past its highest sequence number) from `line` is
+    /// believed (see [`ArbiterConfig::max_jump`]).
+    fn believe<F>(&mut self, line: Line, next: u64, out: &mut F) -> bool
+    where
+        F: FnMut(Event<'_>),
+    {
+        let Some(max) = self.config.max_jump else {
+            return true;
+        };
+        if next <= self.high.saturating_add(max) {
+            return true;
+        }
+        let confirmed = match &mut self.jump_claim {
+            Some((first, _, _)) if *first != line => Some(true),
+            // The same line, consistent with its claim (as far or further): one more voice.
+            Some((_, claimed, seen)) if next >= *claimed => {
+                *seen += 1;
+                *claimed = next;
+                Some(*seen >= self.config.jump_confirmations.max(1))
+            }
+            // No claim, or one this packet contradicts: a new claim.
+            _ => None,
+        };
+        match confirmed {
+            Some(true) => {
+                self.jump_claim = None;
+                self.counters.jumps_confirmed += 1;
+                return true;
+            }
+            Some(false) => {}
+            None => {
+                self.jump_claim = Some((line, next, 0));
+                out(Event::SuspiciousJump {
+                    claimed: next,
+                    known: self.high,
+                });
+            }
+        }
+        self.counters.suspicious_packets += 1;
+        false
     }
 
     #[inline]

@@ -5,6 +5,7 @@
 //! results come back as return values or through callbacks. Every component can therefore be
 //! driven deterministically, packet by packet and nanosecond by nanosecond, by its tests.
 //!
+//! - [`admission`]: per-IP caps on pending and total TCP sessions, failed-login throttling.
 //! - [`arbiter`]: ingest of one upstream MoldUDP64 feed received on redundant lines A and B, with
 //!   a bounded reorder buffer, gap detection and re-request recovery.
 //! - [`ratelimit`]: per-requester token buckets for the MoldUDP64 re-request server.
@@ -19,6 +20,7 @@
 
 use thiserror::Error;
 
+pub mod admission;
 pub mod arbiter;
 pub mod conflate;
 pub mod filter;

@@ -7,3 +7,14 @@ pub mod shieldctl;
 pub mod stats;
 pub mod sub;
 pub mod top;
+
+/// The password to log in with: the first line of `file` when given, else `inline` (from
+/// `--password` or `HERZ_PASSWORD`).
+pub(crate) fn secret(inline: &str, file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let Some(file) = file else {
+        return Ok(inline.to_owned());
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read password file {}: {e}", file.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}

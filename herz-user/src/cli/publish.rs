@@ -56,8 +56,18 @@ pub struct PubArgs {
     #[arg(long, default_value = "feed")]
     pub user: String,
     /// Publisher password (at most 10 characters).
-    #[arg(long, default_value = "feed")]
+    /// Also from the environment (`HERZ_PASSWORD`) or a file (`--password-file`), which keep it
+    /// off the command line (where other users of the machine can read it).
+    #[arg(
+        long,
+        env = "HERZ_PASSWORD",
+        hide_env_values = true,
+        default_value = "feed"
+    )]
     pub password: String,
+    /// Read the password from this file (first line; e.g. a systemd credential).
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<std::path::PathBuf>,
     /// Messages per second outside bursts; 0 = as fast as possible.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
@@ -432,7 +442,8 @@ fn publish_tcp(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let mut publisher = SoupPublisher::connect(args.connect.as_str(), Duration::from_secs(5))?;
-    let accepted = publisher.login(&args.user, &args.password)?;
+    let password = super::secret(&args.password, args.password_file.as_deref())?;
+    let accepted = publisher.login(&args.user, &password)?;
     eprintln!(
         "herz pub: logged in to {} session {} as {}; sending {} at {}",
         publisher.peer(),

@@ -47,8 +47,18 @@ pub struct SubArgs {
     #[arg(long, default_value = "demo")]
     pub user: String,
     /// Password (at most 10 characters).
-    #[arg(long, default_value = "demo")]
+    /// Also from the environment (`HERZ_PASSWORD`) or a file (`--password-file`), which keep it
+    /// off the command line (where other users of the machine can read it).
+    #[arg(
+        long,
+        env = "HERZ_PASSWORD",
+        hide_env_values = true,
+        default_value = "demo"
+    )]
     pub password: String,
+    /// Read the password from this file (first line; e.g. a systemd credential).
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<std::path::PathBuf>,
     /// Session to log into (TCP) or to follow (multicast); empty = the current one.
     #[arg(long, default_value = "")]
     pub session: String,
@@ -375,11 +385,12 @@ fn connect_and_login(
     filter: Option<Filter<'_>>,
     snapshot: bool,
 ) -> anyhow::Result<SoupSubscriber> {
+    let password = super::secret(&args.password, args.password_file.as_deref())?;
     let mut sub = SoupSubscriber::connect(args.connect.as_str(), Duration::from_secs(5))?;
     if snapshot {
-        sub.login_with_snapshot(&args.user, &args.password, session, from, filter)?;
+        sub.login_with_snapshot(&args.user, &password, session, from, filter)?;
     } else {
-        sub.login(&args.user, &args.password, session, from, filter)?;
+        sub.login(&args.user, &password, session, from, filter)?;
     }
     Ok(sub)
 }

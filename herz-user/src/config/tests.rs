@@ -177,3 +177,126 @@ fn a_configuration_written_with_serde_reads_back_the_same() {
         Config::default()
     );
 }
+
+/// No built-in logins and no demo feed in a configuration file; the first-run defaults (no file)
+/// keep the demo working on loopback.
+#[test]
+fn a_configuration_file_has_no_demo_and_no_built_in_users() {
+    let c = Config::from_toml("[journal]\nmax_message_len = 64\n", "t").unwrap();
+    assert!(!c.demo.enabled);
+    assert!(c.subscribers.users.is_empty() && c.publishers.users.is_empty());
+    let first = Config::load(None).unwrap();
+    assert!(first.demo.enabled);
+    assert_eq!(first.subscribers.users[0].name, "demo");
+    assert_eq!(first.publishers.users[0].name, "feed");
+    assert!(
+        first.subscribers.listen.ip().is_loopback() && first.publishers.listen.ip().is_loopback()
+    );
+}
+
+#[test]
+fn logins_are_required_off_loopback_and_demo_logins_refused_there() {
+    let e = err("[subscribers]\nlisten = \"0.0.0.0:7100\"\n");
+    assert!(
+        e.contains("subscribers.users") && e.contains("no built-in users"),
+        "{e}"
+    );
+    let e = err(
+        "[publishers]\nlisten = \"198.18.0.1:7101\"\n[[publishers.users]]\nname = \"feed\"\npassword = \"feed\"\n",
+    );
+    assert!(
+        e.contains("publishers.users[0]") && e.contains("well-known"),
+        "{e}"
+    );
+    let e = err("[[subscribers.users]]\nname = \"ops\"\npassword = \"\"\n");
+    assert!(
+        e.contains("subscribers.users[0].password") && e.contains("empty"),
+        "{e}"
+    );
+    // On loopback the demo logins are fine, and other logins anywhere.
+    Config::from_toml(
+        "[[subscribers.users]]\nname = \"demo\"\npassword = \"demo\"\n",
+        "t",
+    )
+    .unwrap();
+    Config::from_toml(
+        "[subscribers]\nlisten = \"0.0.0.0:7100\"\n[[subscribers.users]]\nname = \"ops\"\npassword = \"s3cret\"\n",
+        "t",
+    )
+    .unwrap();
+}
+
+#[test]
+fn rerequest_limits_parse_and_are_validated() {
+    let c = Config::default().rerequest;
+    assert!(c.per_ip && c.allow.is_empty());
+    assert_eq!((c.global_rate, c.global_burst), (10 * c.rate, 10 * c.burst));
+    assert_eq!(c.max_amplification, 4);
+    let c = Config::from_toml(
+        "[rerequest]\nper_ip = false\nallow = [\"10.0.0.0/16\", \"2001:db8::1\"]\nmax_amplification = 2\nglobal_rate = 5000\nglobal_burst = 500\n",
+        "t",
+    )
+    .unwrap()
+    .rerequest;
+    assert!(!c.per_ip);
+    assert_eq!(c.allow.len(), 2);
+    assert_eq!(
+        (c.max_amplification, c.global_rate, c.global_burst),
+        (2, 5000, 500)
+    );
+    for (text, key) in [
+        ("max_amplification = 0", "rerequest.max_amplification"),
+        ("max_amplification = 65", "rerequest.max_amplification"),
+        ("global_rate = 0", "rerequest.global_rate"),
+        ("global_burst = 0", "rerequest.global_burst"),
+        ("rate = 0", "rerequest.rate"),
+        ("max_per_request = 0", "rerequest.max_per_request"),
+        ("allow = [\"10.0.0.0/33\"]", "rerequest.allow"),
+    ] {
+        let e = err(&format!("[rerequest]\n{text}\n"));
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}
+
+/// A reload cannot move sockets: the ports the shield polices stay those in use until a restart.
+#[test]
+fn a_reload_keeps_policing_the_ports_in_use() {
+    let running = Config::from_toml(
+        "[[subscribers.users]]\nname = \"ops\"\npassword = \"pw\"\n",
+        "t",
+    )
+    .unwrap();
+    let mut new = running.clone();
+    new.subscribers.listen.set_port(7200);
+    new.publishers.listen.set_port(7201);
+    new.shield.syn_rate += 1;
+    let policed = new.with_endpoints_of(&running);
+    assert_eq!(policed.shield_tcp_ports(), running.shield_tcp_ports());
+    assert_eq!(
+        policed.shield.syn_rate,
+        running.shield.syn_rate + 1,
+        "the rest applies"
+    );
+    assert!(!policed.shield_tcp_ports().contains(&7200));
+}
+
+#[test]
+fn a_feed_off_loopback_names_its_senders() {
+    let e = err(
+        "[[feeds]]\nname = \"x\"\nlines = [\"233.54.12.1:26400\"]\ninterface = \"198.18.0.1\"\n",
+    );
+    assert!(
+        e.contains("feeds[0].sources") && e.contains("required"),
+        "{e}"
+    );
+    Config::from_toml(
+        "[[feeds]]\nname = \"x\"\nlines = [\"233.54.12.1:26400\"]\ninterface = \"198.18.0.1\"\nsources = [\"198.18.0.2\"]\nsession = \"UPSTREAM01\"\n",
+        "t",
+    )
+    .unwrap();
+    Config::from_toml(
+        "[[feeds]]\nname = \"x\"\nlines = [\"127.0.0.1:26400\"]\n",
+        "t",
+    )
+    .unwrap();
+}

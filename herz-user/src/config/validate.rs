@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// The first-run demo's logins, published in the README: refused anywhere but loopback.
+const DEMO_LOGINS: [(&str, &str); 2] = [("demo", "demo"), ("feed", "feed")];
+
+/// Upper bound of `rerequest.max_amplification`. From 30 on it limits nothing: a full 1400-byte
+/// reply (1428 bytes on the wire) to a 20-byte request (48) is within the bound.
+const MAX_AMPLIFICATION: u32 = 64;
+
+/// Most entries in `rerequest.allow` (each request is checked against them in turn).
+const MAX_REREQUEST_ALLOW: usize = 1024;
+
 impl Config {
     pub(super) fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
@@ -61,11 +71,39 @@ impl Config {
                 format!("{} is already subscribers.listen", self.publishers.listen),
             ));
         }
-        for (section, users) in [
-            ("subscribers", &self.subscribers.users),
-            ("publishers", &self.publishers.users),
+        for (section, users, listen) in [
+            (
+                "subscribers",
+                &self.subscribers.users,
+                self.subscribers.listen,
+            ),
+            ("publishers", &self.publishers.users, self.publishers.listen),
         ] {
+            let loopback = listen.ip().is_loopback();
+            if users.is_empty() && !loopback {
+                return Err(invalid(
+                    &format!("{section}.users"),
+                    format!(
+                        "no logins configured for {listen}: Herz has no built-in users except the first-run demo on loopback"
+                    ),
+                ));
+            }
             for (i, u) in users.iter().enumerate() {
+                if u.password.is_empty() {
+                    return Err(invalid(
+                        &format!("{section}.users[{i}].password"),
+                        "must not be empty".into(),
+                    ));
+                }
+                if !loopback && DEMO_LOGINS.contains(&(u.name.as_str(), u.password.as_str())) {
+                    return Err(invalid(
+                        &format!("{section}.users[{i}]"),
+                        format!(
+                            "the demo's well-known login `{}` is refused on {listen}, a non-loopback address",
+                            u.name
+                        ),
+                    ));
+                }
                 if u.name.is_empty()
                     || u.name.len() > 6
                     || !u.name.bytes().all(|b| b.is_ascii_graphic())
@@ -81,6 +119,30 @@ impl Config {
                         "at most 10 printable characters".into(),
                     ));
                 }
+            }
+        }
+        let a = &self.admission;
+        for (key, v) in [
+            (
+                "admission.max_pending_per_ip",
+                u64::from(a.max_pending_per_ip),
+            ),
+            (
+                "admission.max_sessions_per_ip",
+                u64::from(a.max_sessions_per_ip),
+            ),
+            (
+                "admission.max_failed_logins",
+                u64::from(a.max_failed_logins),
+            ),
+            (
+                "admission.failed_login_forgive_ms",
+                a.failed_login_forgive_ms,
+            ),
+            ("admission.max_tracked_ips", a.max_tracked_ips as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be positive".into()));
             }
         }
         let s = &self.subscribers;
@@ -161,6 +223,16 @@ impl Config {
                     format!("`{}` is used twice", f.name),
                 ));
             }
+            let local = f.lines.iter().all(|l| {
+                l.ip().is_loopback() || (l.ip().is_multicast() && f.interface.is_loopback())
+            });
+            if f.sources.is_empty() && !local {
+                return Err(invalid(
+                    &format!("feeds[{i}].sources"),
+                    "required for a feed off loopback: the senders allowed to feed the journal"
+                        .into(),
+                ));
+            }
             for (k, l) in f.lines.iter().enumerate() {
                 if l.port() == 0 {
                     return Err(invalid(
@@ -202,6 +274,51 @@ impl Config {
                     "two channels share a session name; give each its own".into(),
                 ));
             }
+        }
+        let r = &self.rerequest;
+        for (rate_key, rate, burst_key, burst) in [
+            ("rerequest.rate", r.rate, "rerequest.burst", r.burst),
+            (
+                "rerequest.global_rate",
+                r.global_rate,
+                "rerequest.global_burst",
+                r.global_burst,
+            ),
+        ] {
+            use herz_common::{MAX_BURST, MAX_RATE};
+            if !(1..=MAX_RATE).contains(&rate) {
+                return Err(invalid(
+                    rate_key,
+                    format!("{rate}: must be between 1 and {MAX_RATE} messages per second"),
+                ));
+            }
+            if !(1..=MAX_BURST).contains(&burst) {
+                return Err(invalid(
+                    burst_key,
+                    format!("{burst}: must be between 1 and {MAX_BURST} messages"),
+                ));
+            }
+        }
+        if r.max_per_request == 0 {
+            return Err(invalid(
+                "rerequest.max_per_request",
+                "must be positive".into(),
+            ));
+        }
+        if !(1..=MAX_AMPLIFICATION).contains(&r.max_amplification) {
+            return Err(invalid(
+                "rerequest.max_amplification",
+                format!(
+                    "{}: must be between 1 and {MAX_AMPLIFICATION}",
+                    r.max_amplification
+                ),
+            ));
+        }
+        if r.allow.len() > MAX_REREQUEST_ALLOW {
+            return Err(invalid(
+                "rerequest.allow",
+                format!("at most {MAX_REREQUEST_ALLOW} entries"),
+            ));
         }
         for (key, ports) in [
             ("shield.extra_tcp_ports", &self.shield.extra_tcp_ports),

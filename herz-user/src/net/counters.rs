@@ -47,10 +47,13 @@ counters! {
     rerequests_received,
     /// Re-requests answered.
     rerequests_served,
-    /// Re-requests refused by the per-requester limit.
+    /// Re-requests refused by the rate limits (the requester's own, or the global budget).
     rerequests_limited,
     /// Re-requests for messages no longer retained (or never sent).
     rerequests_unavailable,
+    /// Re-requests dropped unanswered because their source is not allowed (`rerequest.allow`, or by
+    /// default loopback and the channels' local networks).
+    rerequests_refused,
     /// Subscriber logins accepted.
     logins_accepted,
     /// Logins rejected (bad credentials or session).
@@ -75,6 +78,11 @@ counters! {
     slow_conflate_events,
     /// Connections refused because the session limit was reached.
     sessions_refused,
+    /// Connections refused because their IP had too many connections (awaiting login, or in
+    /// total), or too many IPs were tracked.
+    sessions_refused_per_ip,
+    /// Connections refused because their IP's logins kept failing.
+    logins_throttled,
     /// Messages refused by the journal (empty, too large, or not storable: disk full).
     messages_refused,
     /// Durable journal syncs that failed (the messages stay in the page cache; retried).
@@ -83,6 +91,8 @@ counters! {
     feed_rerequests,
     /// Feed messages lost for good (gap unrecoverable).
     feed_lost,
+    /// Feed packets that claimed a jump beyond `max_jump`, ignored until confirmed.
+    feed_suspicious_jumps,
 }
 
 /// Gauges: current values, set by the hot loop.

@@ -60,7 +60,9 @@ impl Feed {
         };
         socks.push(sock::udp_bound(local).map_err(|e| anyhow::anyhow!("re-request socket: {e}"))?);
         let arbiter = FeedArbiter::new(ArbiterConfig {
+            session: config.session,
             start_sequence: config.from_start.then_some(1),
+            max_jump: (config.max_jump > 0).then_some(config.max_jump),
             rerequest_delay_ns: config.rerequest_delay_us * 1000,
             rerequests: config.rerequest.is_some(),
             ..ArbiterConfig::default()
@@ -194,6 +196,12 @@ fn handle(
         }
         Event::EndOfSession { next } => {
             tracing::info!(feed = %name, next, "feed announced end of session")
+        }
+        Event::SuspiciousJump { claimed, known } => {
+            add(&counters.feed_suspicious_jumps, 1);
+            if let Some(suppressed) = log.allow(now) {
+                tracing::warn!(feed = %name, claimed, known, suppressed, "feed packet claims a jump too far to believe on its own: ignored until confirmed");
+            }
         }
         Event::ForeignSession { session } => {
             if let Some(suppressed) = log.allow(now) {

@@ -25,8 +25,12 @@ use std::{
 
 use anyhow::Context as _;
 use herz_core::{
-    engine::{filter::SubscriptionFilter, journal::Journal},
-    protocol::moldudp64::Session as SessionName,
+    engine::{
+        admission::{Admission, AdmissionConfig, Refusal},
+        filter::SubscriptionFilter,
+        journal::Journal,
+    },
+    protocol::{moldudp64::Session as SessionName, soupbintcp::RejectReason},
     session::{CloseReason, Ctx, Event, LagAction, Role, State, Timers},
 };
 use mio::{Events, Interest, Poll, net::TcpListener, unix::SourceFd};
@@ -57,6 +61,8 @@ pub struct Distributor {
     journal: Journal,
     /// Syncs and expires the durable journal.
     keeper: keeper::Keeper,
+    /// Per-IP caps on connections and failed-login throttling.
+    admission: Admission,
     session_name: SessionName,
     config: Config,
     sub_listener: TcpListener,
@@ -159,8 +165,8 @@ impl Distributor {
         let rerequest = if channels.is_empty() {
             None
         } else {
-            let r =
-                rerequest::RerequestServer::bind(&config.rerequest, now).with_context(|| {
+            let r = rerequest::RerequestServer::bind(&config.rerequest, &config.channels, now)
+                .with_context(|| {
                     format!("rerequest.listen: cannot bind {}", config.rerequest.listen)
                 })?;
             poll.registry().register(
@@ -192,6 +198,13 @@ impl Distributor {
             clock,
             journal,
             keeper,
+            admission: Admission::new(AdmissionConfig {
+                max_pending_per_ip: config.admission.max_pending_per_ip,
+                max_sessions_per_ip: config.admission.max_sessions_per_ip,
+                max_failures: config.admission.max_failed_logins,
+                forgive_ns: config.admission.failed_login_forgive_ms * 1_000_000,
+                max_tracked: config.admission.max_tracked_ips,
+            }),
             session_name,
             config: config.clone(),
             sub_listener,
@@ -424,6 +437,22 @@ impl Distributor {
                 sock::abort(&stream);
                 continue;
             }
+            if let Err(why) = self.admission.admit(peer.ip(), now) {
+                let counters = &self.shared.counters;
+                add(
+                    if why == Refusal::Throttled {
+                        &counters.logins_throttled
+                    } else {
+                        &counters.sessions_refused_per_ip
+                    },
+                    1,
+                );
+                if let Some(suppressed) = self.logs.closes.allow(now) {
+                    tracing::warn!(%peer, reason = ?why, suppressed, "connection refused");
+                }
+                sock::abort(&stream);
+                continue;
+            }
             let s = &self.config.subscribers;
             let opts = sock::TcpSessionOptions {
                 keepalive: (s.keepalive_secs > 0).then(|| Duration::from_secs(s.keepalive_secs)),
@@ -503,6 +532,7 @@ impl Distributor {
                 }
                 Event::LoginAccepted { user, from } => {
                     add(&counters.logins_accepted, 1);
+                    self.admission.logged_in(c.peer.ip());
                     logins = true;
                     if let Some(t) = &self.trust {
                         t.trust(c.peer.ip());
@@ -511,6 +541,9 @@ impl Distributor {
                 }
                 Event::LoginRejected(reason) => {
                     add(&counters.logins_rejected, 1);
+                    if reason == RejectReason::NotAuthorized {
+                        self.admission.failed(c.peer.ip(), now);
+                    }
                     if let Some(suppressed) = self.logs.closes.allow(now) {
                         tracing::info!(peer = %c.peer, ?reason, suppressed, "login rejected");
                     }
@@ -535,6 +568,7 @@ impl Distributor {
         let mut stream = c.stream;
         let _ = self.poll.registry().deregister(&mut stream);
         let s = &c.session;
+        self.admission.closed(c.peer.ip(), !s.logged_in(), now);
         if s.logged_in()
             && let Some(t) = &self.trust
         {

@@ -83,6 +83,7 @@ enum Ev {
     Lost(u64, u64),
     End(u64),
     Foreign(Session),
+    Suspicious(u64, u64),
 }
 
 fn record(events: &mut Vec<Ev>, check_bytes: bool, e: Event<'_>) {
@@ -96,6 +97,7 @@ fn record(events: &mut Vec<Ev>, check_bytes: bool, e: Event<'_>) {
         Event::Lost { from, count } => Ev::Lost(from, count),
         Event::EndOfSession { next } => Ev::End(next),
         Event::ForeignSession { session } => Ev::Foreign(session),
+        Event::SuspiciousJump { claimed, known } => Ev::Suspicious(claimed, known),
     });
 }
 
@@ -142,6 +144,8 @@ fn config() -> ArbiterConfig {
         rerequest_timeout_ns: TIMEOUT,
         max_retries: 2,
         max_request_count: 100,
+        max_jump: None,
+        jump_confirmations: 3,
         rerequests: true,
     }
 }
@@ -173,7 +177,7 @@ fn check_contiguous(events: &[Ev], first: u64) -> u64 {
                 assert!(count > 0);
                 next += count;
             }
-            Ev::End(_) | Ev::Foreign(_) => {}
+            Ev::End(_) | Ev::Foreign(_) | Ev::Suspicious(..) => {}
         }
     }
     next
@@ -1095,4 +1099,49 @@ fn without_a_server_holes_are_lost_after_the_grace_period() {
     assert_eq!(h.arb.counters().rerequests_sent, 0);
     assert_eq!(h.arb.counters().lost, 4);
     assert_eq!(h.arb.next_deadline(), None);
+}
+
+/// One forged heartbeat announcing a far head must not make the feed skip: it is ignored (and
+/// reported) until the other line, or enough packets of the same line, confirm the jump.
+#[test]
+fn a_single_packet_cannot_make_the_feed_jump() {
+    let mut h = Harness::new(ArbiterConfig {
+        max_jump: Some(100),
+        jump_confirmations: 2,
+        rerequests: false,
+        ..config()
+    });
+    h.feed(Line::A, &data(1, 5), 0);
+    // A forged heartbeat claiming a head a million ahead.
+    h.feed(Line::A, &heartbeat(1_000_000), 10 * US);
+    assert_eq!(h.take(), {
+        let mut v = msgs(1..=5);
+        v.push(Ev::Suspicious(1_000_000, 6));
+        v
+    });
+    assert!(!h.arb.has_gap(), "the claim opened no hole");
+    // Real traffic goes on undisturbed, nothing skipped, nothing counted as duplicate.
+    h.feed(Line::A, &data(6, 5), 20 * US);
+    h.feed(Line::B, &data(6, 5), 21 * US);
+    assert_eq!(h.poll(1_000 * MS), None);
+    assert_eq!(h.take(), msgs(6..=10));
+    assert_eq!(h.arb.counters().duplicates.b, 5);
+    assert_eq!(h.arb.counters().suspicious_packets, 1);
+    // A jump both lines show is real: followed (here, lost after the grace period without a
+    // server).
+    h.feed(Line::A, &data(500, 1), 30 * US);
+    h.feed(Line::B, &data(500, 1), 31 * US);
+    assert_eq!(h.arb.counters().jumps_confirmed, 1);
+    assert_eq!(h.poll(2_000 * MS), None);
+    assert_eq!(
+        h.take(),
+        [Ev::Suspicious(501, 11), Ev::Lost(11, 489), Ev::Msg(500)]
+    );
+    // A single-line jump is believed after two more packets from that line agree.
+    h.feed(Line::A, &data(20_000, 1), 40 * US);
+    h.feed(Line::A, &data(20_001, 1), 41 * US);
+    assert!(h.take().iter().all(|e| matches!(e, Ev::Suspicious(..))));
+    h.feed(Line::A, &data(20_002, 1), 42 * US);
+    assert_eq!(h.arb.counters().jumps_confirmed, 2);
+    assert_eq!(h.arb.high(), Some(20_003));
 }

@@ -80,14 +80,26 @@ impl LoginRequest {
         trim_spaces(&self.password)
     }
 
-    /// Whether the credentials equal `username` and `password`, ignoring padding and ASCII case.
+    /// Whether the credentials equal `username` and `password`, ignoring padding and ASCII case
+    /// (the specification makes both case-insensitive). Constant time: both whole fields are
+    /// compared whatever the first difference, so timing does not tell how much of a guess was
+    /// right.
     pub fn credentials_match(&self, username: &str, password: &str) -> bool {
-        self.trimmed_username()
-            .eq_ignore_ascii_case(trim_spaces(username.as_bytes()))
-            && self
-                .trimmed_password()
-                .eq_ignore_ascii_case(trim_spaces(password.as_bytes()))
+        let user = fields_differ(&self.username, username.as_bytes());
+        let pass = fields_differ(&self.password, password.as_bytes());
+        (user | pass) == 0
     }
+}
+
+/// 0 when `wanted`, space-padded to the field's width, equals `field` ignoring ASCII case; not 0
+/// otherwise (also when `wanted` is longer than the field). Touches every byte of the field.
+fn fields_differ<const N: usize>(field: &[u8; N], wanted: &[u8]) -> u8 {
+    let mut diff = u8::from(wanted.len() > N);
+    for (i, &b) in field.iter().enumerate() {
+        let w = wanted.get(i).copied().unwrap_or(b' ');
+        diff |= b.to_ascii_lowercase() ^ w.to_ascii_lowercase();
+    }
+    std::hint::black_box(diff)
 }
 
 /// A Login Accepted (`A`) payload.

@@ -57,6 +57,12 @@ fn login_request_exact_bytes() {
     assert!(login.credentials_match("USER01", "PASS"));
     assert!(!login.credentials_match("user01", "pass2"));
     assert!(!login.credentials_match("user0", "pass"));
+    assert!(!login.credentials_match("user01", "pas"));
+    assert!(
+        !login.credentials_match("user01", "pass      x"),
+        "longer than the field"
+    );
+    assert!(!login.credentials_match("user01", ""));
 }
 
 #[test]
