@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod logging;
 pub mod net;
+pub mod privilege;
 pub mod ratelog;
 pub mod reload;
 pub mod shield;

@@ -46,6 +46,7 @@ impl Reloader {
         std::thread::Builder::new()
             .name("herz-reload".into())
             .spawn(move || {
+                crate::privilege::sync_thread();
                 for _ in signals.forever() {
                     self.reload();
                 }

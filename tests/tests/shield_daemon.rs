@@ -506,3 +506,84 @@ fn a_reload_that_moves_the_listeners_keeps_the_shield_on_the_ports_in_use() {
     TcpStream::connect(("127.0.0.1", SUB_PORT)).expect("the running listener");
     assert!(d.stop_with(libc::SIGTERM).success());
 }
+
+/// A capability set from a `/proc/*/status` line (`CapEff:\t0000...`).
+fn cap_mask(status: &str, field: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+}
+
+/// Once the shield is attached, every thread of the daemon keeps CAP_BPF (map updates) and
+/// CAP_NET_ADMIN (detaching at exit) and nothing else, in its effective, permitted and bounding
+/// sets; the daemon still serves, trusts logins and cleans up at exit.
+#[test]
+fn after_the_shield_starts_every_thread_keeps_only_bpf_and_net_admin() {
+    if !privileged("after_the_shield_starts_every_thread_keeps_only_bpf_and_net_admin") {
+        return;
+    }
+    let s = setup(&["lo"], std::net::Ipv4Addr::LOCALHOST);
+    let mut c = read_config(&s.config);
+    c.control.enabled = true;
+    c.control.listen = SocketAddr::from(([127, 0, 0, 1], herz_tests::dist::free_port()));
+    write_config(&s.config, &c);
+    let mut d = Daemon::start(&s.config);
+    wait_loaded(&mut d, &s.pin_path);
+    let log = d.log.clone();
+    d.wait_for(
+        "the capabilities to be dropped",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("capabilities dropped")
+        },
+    );
+    // The shield's event thread follows at its next loop (every 200 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    const CAP_NET_ADMIN: u64 = 12;
+    const CAP_BPF: u64 = 39;
+    let want = (1 << CAP_NET_ADMIN) | (1 << CAP_BPF);
+    let pid = d.child.as_ref().unwrap().id();
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            assert_eq!(
+                cap_mask(&status, field),
+                want,
+                "thread {} {field}",
+                name.trim()
+            );
+        }
+        assert_eq!(cap_mask(&status, "CapAmb:"), 0);
+        threads.push(name.trim().to_string());
+    }
+    for t in ["herz-shield", "herz-reload", "herz-control"] {
+        assert!(threads.iter().any(|n| n == t), "{t} not among {threads:?}");
+    }
+    // Still serving, and the kernel side still works: a login is trusted.
+    let addr = SocketAddr::from(([127, 0, 0, 1], SUB_PORT));
+    let mut sub = herz_client::SoupSubscriber::connect(addr, Duration::from_secs(5)).unwrap();
+    sub.login(
+        "tester",
+        "t3st3r",
+        herz_core::protocol::moldudp64::Session::BLANK,
+        0,
+        None,
+    )
+    .unwrap();
+    d.wait_for("the login to be trusted", Duration::from_secs(5), || {
+        herz_user::shield::pinned::read_trusted(&s.pin_path)
+            .map(|t| !t.is_empty())
+            .unwrap_or(false)
+    });
+    drop(sub);
+    // And it detaches and unpins at exit with what it kept.
+    assert!(d.stop_with(libc::SIGTERM).success());
+    assert!(!s.pin_path.exists());
+}

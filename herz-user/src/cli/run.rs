@@ -22,6 +22,16 @@ pub fn run(
     // Sockets first: a port in use fails the start before anything is attached in the kernel.
     let mut distributor = Distributor::bind(&config)?;
     let (mut shield, state) = start_shield(&config)?;
+    // Loaded, attached, pinned: from here on the daemon needs only map access and detaching.
+    match crate::privilege::drop_after_start(shield.is_some()) {
+        Ok(kept) => {
+            let kept: Vec<String> = kept.iter().map(|c| c.to_string()).collect();
+            tracing::info!(kept = ?kept, "capabilities dropped")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot drop capabilities; running with those of the start")
+        }
+    }
     if let Some(sh) = &mut shield {
         match sh.take_handle() {
             Ok(h) => distributor.set_trust(

@@ -46,6 +46,7 @@ pub fn start(listen: SocketAddr, ctx: ControlContext) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("herz-control".into())
         .spawn(move || {
+            crate::privilege::sync_thread();
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -147,6 +147,7 @@ impl TrustWriter {
         std::thread::Builder::new()
             .name("herz-trust".into())
             .spawn(move || {
+                crate::privilege::sync_thread();
                 let mut errors = crate::ratelog::RateLimitedLog::new(5);
                 for change in rx {
                     let (result, what) = match change {

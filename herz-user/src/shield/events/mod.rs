@@ -138,6 +138,8 @@ impl Worker {
         let mut last_sweep = Instant::now();
         let mut last_reconcile = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            // Started before the daemon dropped its capabilities: follows it here.
+            crate::privilege::sync_thread();
             let readable = |fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
