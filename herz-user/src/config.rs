@@ -591,6 +591,10 @@ pub struct ControlConfig {
     pub enabled: bool,
     /// Listen address; keep it on localhost or a management network.
     pub listen: SocketAddr,
+    /// A file holding a bearer token (first line). When set, `/metrics` and `/state` answer only
+    /// requests with `Authorization: Bearer <token>`, and `/state` shows peer addresses only to
+    /// them; without it, `/state` never shows peer addresses. `/healthz` stays open (probes).
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ControlConfig {
@@ -598,6 +602,7 @@ impl Default for ControlConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            token_file: None,
         }
     }
 }

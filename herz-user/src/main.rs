@@ -86,7 +86,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     match args.verb {
         Verb::Run => cli::run::run(config, args.config.clone(), log_reload),
         Verb::Sub(a) => cli::sub::sub(a),
-        Verb::Top(a) => cli::top::top(a, config.control.listen),
+        Verb::Top(a) => cli::top::top(a, &config.control),
         Verb::Pub(a) => cli::publish::publish(a),
         Verb::Stats {
             json,

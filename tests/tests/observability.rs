@@ -10,8 +10,8 @@ use std::{
 use herz_client::{SoupPublisher, SoupSubscriber, soup::Event};
 use herz_core::protocol::moldudp64::Session;
 use herz_tests::{
-    dist::{self, Endpoints, http_get, message, sample, scrape},
-    read_config, write_config,
+    dist::{self, Endpoints, LOGIN_TIMEOUT, http_get, message, sample, scrape},
+    herz, read_config, write_config,
 };
 use herz_user::config::{ChannelConfig, FeedConfig};
 
@@ -92,6 +92,82 @@ fn metrics_count_exactly_what_was_sent() {
     assert_eq!(subs[0]["user"], "tester");
     assert_eq!(subs[0]["lag"], 0);
     assert_eq!(subs[0]["policy"], "disconnect");
+    // Without a control token, nobody learns the peers' addresses.
+    assert!(
+        subs[0]["peer"].as_str().unwrap().starts_with("hidden"),
+        "{st}"
+    );
+}
+
+/// With `control.token_file`, `/metrics` and `/state` need the bearer token (`/healthz` stays open
+/// for probes), and only a token holder sees peer addresses; `herz top` reads the token file.
+#[test]
+fn the_control_plane_answers_only_token_holders() {
+    let ep = Endpoints::on(Ipv4Addr::LOCALHOST);
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    const TOKEN: &str = "k9T3y8bN2w-control-token";
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let tf = token_file.clone();
+    let (_d, _dir) = dist::start(&ep, move |c| c.control.token_file = Some(tf));
+    let mut sub = SoupSubscriber::connect(ep.subscribers, LOGIN_TIMEOUT).unwrap();
+    sub.login("tester", "t3st3r", Session::BLANK, 0, None)
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = agent.get(&format!("http://{}{path}", ep.control));
+        if let Some(t) = token {
+            r = r.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = r.call().unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    assert_eq!(get("/metrics", None).0, 401);
+    assert_eq!(get("/state", None).0, 401);
+    assert_eq!(get("/metrics", Some("k9T3y8bN2w-control-tokeX")).0, 401);
+    assert_eq!(get("/healthz", None).0, 200);
+    assert_eq!(get("/metrics", Some(TOKEN)).0, 200);
+    // The snapshot is refreshed twice a second: wait for the subscriber to appear in it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let peer = loop {
+        let (status, body) = get("/state", Some(TOKEN));
+        assert_eq!(status, 200);
+        let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let peer = st["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["role"] == "subscriber")
+            .map(|s| s["peer"].as_str().unwrap().to_string());
+        if let Some(peer) = peer {
+            break peer;
+        }
+        assert!(Instant::now() < deadline, "no subscriber in /state: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+    let out = herz(&[
+        "top",
+        "--control",
+        &ep.control.to_string(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--once",
+        "--interval-ms",
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(sub);
 }
 
 #[test]

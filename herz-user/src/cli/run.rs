@@ -66,6 +66,12 @@ pub fn run(
     .spawn()
     .context("installing the SIGHUP handler")?;
     if config.control.enabled {
+        let token = config
+            .control
+            .token_file
+            .as_deref()
+            .map(crate::control::read_token)
+            .transpose()?;
         crate::control::start(
             config.control.listen,
             crate::control::ControlContext {
@@ -75,6 +81,7 @@ pub fn run(
                 started: distributor.started(),
                 shield_events: shield.as_ref().and_then(|s| s.event_stats()),
             },
+            token,
         )?;
     }
     tracing::info!(pid = std::process::id(), "herz running");

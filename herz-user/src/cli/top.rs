@@ -38,6 +38,9 @@ pub struct TopArgs {
     /// Print one text frame and exit (for scripts and tests).
     #[arg(long)]
     pub once: bool,
+    /// The control plane's bearer token file (defaults to control.token_file of the configuration).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// One sample of the daemon's state.
@@ -46,13 +49,16 @@ struct Sample {
     state: StateBody,
 }
 
-fn fetch(control: SocketAddr) -> anyhow::Result<Sample> {
+fn fetch(control: SocketAddr, token: Option<&str>) -> anyhow::Result<Sample> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .into();
-    let state: StateBody = agent
-        .get(&format!("http://{control}/state"))
+    let mut request = agent.get(&format!("http://{control}/state"));
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let state: StateBody = request
         .call()
         .with_context(|| {
             format!(
@@ -197,13 +203,20 @@ fn frame(
 }
 
 /// Runs `herz top`.
-pub fn top(args: TopArgs, default_control: SocketAddr) -> anyhow::Result<()> {
-    let control = args.control.unwrap_or(default_control);
-    let first = fetch(control)?;
+pub fn top(args: TopArgs, defaults: &crate::config::ControlConfig) -> anyhow::Result<()> {
+    let control = args.control.unwrap_or(defaults.listen);
+    let token = args
+        .token_file
+        .as_deref()
+        .or(defaults.token_file.as_deref())
+        .map(crate::control::read_token)
+        .transpose()?;
+    let token = token.as_deref();
+    let first = fetch(control, token)?;
     let pin_path = first.state.pin_path.clone();
     if args.once {
         std::thread::sleep(Duration::from_millis(args.interval_ms.min(2000)));
-        let second = fetch(control)?;
+        let second = fetch(control, token)?;
         let mut out = io::stdout().lock();
         for (title, rows) in frame(Some(&first), &second, pin_path.as_ref()) {
             writeln!(out, "== {title}")?;
@@ -227,7 +240,7 @@ pub fn top(args: TopArgs, default_control: SocketAddr) -> anyhow::Result<()> {
     let _restore = Restore;
     let mut terminal = Terminal::new(CrosstermBackend::new(stdout))?;
     let mut prev = Some(first);
-    let mut cur = fetch(control)?;
+    let mut cur = fetch(control, token)?;
     loop {
         let sections = frame(prev.as_ref(), &cur, pin_path.as_ref());
         terminal.draw(|f| {
@@ -272,7 +285,7 @@ pub fn top(args: TopArgs, default_control: SocketAddr) -> anyhow::Result<()> {
                 }
             }
         }
-        match fetch(control) {
+        match fetch(control, token) {
             Ok(next) => {
                 prev = Some(std::mem::replace(&mut cur, next));
             }

@@ -13,7 +13,13 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::get,
+};
 use prometheus_client::registry::Registry;
 
 use crate::{net::Shared, status::ShieldState};
@@ -36,10 +42,60 @@ pub struct ControlContext {
 struct AppState {
     ctx: ControlContext,
     registry: Registry,
+    /// The bearer token `/metrics` and `/state` require, if configured.
+    token: Option<String>,
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (compared in constant time).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, &x) in b.iter().enumerate() {
+        diff |= x ^ a.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Reads the token file's first line.
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("control.token_file: cannot read {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "control.token_file: {}: the token must be at least 16 characters",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// 401 unless the request carries the configured token (none configured: open).
+async fn require_token(
+    State(s): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match &s.token {
+        Some(token) if !authorized(request.headers(), token) => (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required (control.token_file)\n",
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// Binds the HTTP endpoint (failing the start if it cannot) and serves it on a new thread.
-pub fn start(listen: SocketAddr, ctx: ControlContext) -> anyhow::Result<()> {
+/// `token`: see [`ControlConfig::token_file`](crate::config::ControlConfig::token_file).
+pub fn start(listen: SocketAddr, ctx: ControlContext, token: Option<String>) -> anyhow::Result<()> {
     let std_listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("control.listen: cannot listen on {listen}"))?;
     std_listener.set_nonblocking(true)?;
@@ -67,11 +123,18 @@ pub fn start(listen: SocketAddr, ctx: ControlContext) -> anyhow::Result<()> {
                 let state = Arc::new(AppState {
                     ctx: ctx.clone(),
                     registry,
+                    token,
                 });
-                let app = Router::new()
+                let guarded = Router::new()
                     .route("/metrics", get(metrics_handler))
-                    .route("/healthz", get(health_handler))
                     .route("/state", get(state_handler))
+                    .route_layer(axum::middleware::from_fn_with_state(
+                        state.clone(),
+                        require_token,
+                    ));
+                let app = Router::new()
+                    .route("/healthz", get(health_handler))
+                    .merge(guarded)
                     .with_state(state);
                 let listener = match tokio::net::TcpListener::from_std(std_listener) {
                     Ok(l) => l,
@@ -144,14 +207,21 @@ async fn health_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-async fn state_handler(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    let snap = s
+async fn state_handler(State(s): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
+    let mut snap = s
         .ctx
         .shared
         .state
         .lock()
         .map(|g| g.clone())
         .unwrap_or_default();
+    // Peer addresses only to a token holder (the middleware let this request through, so with a
+    // token configured it carried it).
+    if s.token.as_deref().is_none_or(|t| !authorized(&headers, t)) {
+        for session in &mut snap.sessions {
+            session.peer = state::HIDDEN_PEER.into();
+        }
+    }
     let counters = s
         .ctx
         .shared

@@ -3,6 +3,9 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
+/// What `/state` shows instead of a peer's address to a request without the control token.
+pub const HIDDEN_PEER: &str = "hidden (control.token_file)";
+
 use herz_core::session::{Role, SlowConsumerPolicy, State};
 use serde::{Deserialize, Serialize};
 
