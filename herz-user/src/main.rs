@@ -62,6 +62,8 @@ enum Verb {
     Allowed(cli::block::ListArgs),
     /// Show the shield's thresholds, or apply the config's [shield] section live.
     Shield(cli::shieldctl::ShieldArgs),
+    /// The durable journal's directory: its session, or end that session on purpose.
+    Journal(cli::journal::JournalArgs),
 }
 
 fn main() {
@@ -87,6 +89,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         Verb::Run => cli::run::run(config, args.config.clone(), log_reload),
         Verb::Sub(a) => cli::sub::sub(a),
         Verb::Top(a) => cli::top::top(a, &config.control),
+        Verb::Journal(a) => cli::journal::journal(&a, config.journal.dir.as_deref()),
         Verb::Pub(a) => cli::publish::publish(a),
         Verb::Stats {
             json,

@@ -200,7 +200,7 @@ pub fn open(
         && segments.session() != wanted
     {
         anyhow::bail!(
-            "journal directory {} holds session {}, but journal.session is {wanted}: a new session starts only on purpose; point journal.dir at an empty directory to start it (or remove journal.session to continue {})",
+            "journal directory {} holds session {}, but journal.session is {wanted}: a new session starts only on purpose: `herz journal new-session` archives this one (or remove journal.session to continue {})",
             dir.display(),
             segments.session(),
             segments.session()
@@ -238,4 +238,90 @@ fn lock(dir: &Path) -> anyhow::Result<File> {
     file.set_len(0)?;
     std::fs::write(&path, std::process::id().to_string())?;
     Ok(file)
+}
+
+/// What a journal directory holds, read without opening the journal (`herz journal info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirInfo {
+    /// The session of its segments (`None`: no segment).
+    pub session: Option<Session>,
+    /// Segment files.
+    pub segments: usize,
+    /// The oldest segment's first sequence number.
+    pub first_seq: Option<u64>,
+    /// Bytes of the segment files.
+    pub bytes: u64,
+}
+
+/// The segment files of `dir`, by first sequence number.
+fn segment_files(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read journal directory {}", dir.display()))?
+    {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(first_seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(&format!(".{SUFFIX}")))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            found.push((first_seq, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Reads the directory's session and size from the segment headers.
+pub fn info(dir: &Path) -> anyhow::Result<DirInfo> {
+    let files = segment_files(dir)?;
+    let mut bytes = 0;
+    for (_, path) in &files {
+        bytes += std::fs::metadata(path)?.len();
+    }
+    let session = match files.first() {
+        Some((_, path)) => {
+            let mut header = vec![0u8; herz_core::engine::journal::segment::HEADER_LEN];
+            std::io::Read::read_exact(&mut File::open(path)?, &mut header)
+                .with_context(|| format!("cannot read the header of {}", path.display()))?;
+            let h = herz_core::engine::journal::segment::Header::decode(&header)
+                .with_context(|| format!("{}", path.display()))?;
+            Some(h.session)
+        }
+        None => None,
+    };
+    Ok(DirInfo {
+        session,
+        segments: files.len(),
+        first_seq: files.first().map(|(s, _)| *s),
+        bytes,
+    })
+}
+
+/// Ends the directory's session on purpose: moves its segments to
+/// `<dir>/archive/<session>-<unix seconds>/`, so that the next start begins a new session at
+/// sequence 1. Refused while a daemon holds the directory. Returns the archive directory.
+pub fn archive_session(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let _lock = lock(dir)?;
+    let info = info(dir)?;
+    let Some(session) = info.session else {
+        return Ok(None);
+    };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let archive = dir
+        .join("archive")
+        .join(format!("{}-{stamp}", session.to_string().trim()));
+    std::fs::create_dir_all(&archive)
+        .with_context(|| format!("cannot create {}", archive.display()))?;
+    for (_, path) in segment_files(dir)? {
+        let to = archive.join(path.file_name().expect("a file name"));
+        std::fs::rename(&path, &to)
+            .with_context(|| format!("cannot move {} to {}", path.display(), to.display()))?;
+    }
+    File::open(&archive)?.sync_all()?;
+    File::open(dir)?.sync_all()?;
+    Ok(Some(archive))
 }

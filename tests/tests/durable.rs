@@ -259,7 +259,40 @@ fn a_directory_of_another_session_is_refused_at_start() {
     let mut sub = login(ep.subscribers, 1).unwrap();
     assert_eq!(sub.session().to_string(), "HZTEST0001");
     receive_exact(&mut sub, 1, 100, Duration::from_secs(10));
+    // Ending the session on purpose: refused while the daemon holds the directory...
+    let dir_arg = journal.path().to_str().unwrap().to_string();
+    let out = herz(&["journal", "new-session", "--dir", &dir_arg]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by another herz daemon"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(sub);
     again.stop_with(libc::SIGTERM);
+    // ... then archived, and the other session starts at 1 in the same directory.
+    let out = herz(&["journal", "new-session", "--dir", &dir_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = herz(&["journal", "info", "--dir", &dir_arg]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no journal yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    other.journal.session = Some(Session::new("HZOTHER001").unwrap());
+    herz_tests::write_config(&path, &other);
+    let mut renewed = dist::serve(&path);
+    let sub = login(ep.subscribers, 0).unwrap();
+    assert_eq!(
+        (sub.session().to_string().as_str(), sub.next_seq()),
+        ("HZOTHER001", 1)
+    );
+    renewed.stop_with(libc::SIGTERM);
+    assert!(journal.path().join("archive").read_dir().unwrap().count() == 1);
 }
 
 /// A late joiner's snapshot, served from the segment files after a restart: the latest message of

@@ -1,6 +1,7 @@
 //! One module per `herz` verb.
 
 pub mod block;
+pub mod journal;
 pub mod publish;
 pub mod run;
 pub mod shieldctl;
