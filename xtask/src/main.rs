@@ -276,7 +276,7 @@ fn skip_summary(log: &str) -> Option<String> {
 const FUZZ_SECONDS: u32 = 30;
 
 fn fuzz(channel: &str, seconds: u32) -> anyhow::Result<()> {
-    for target in ["moldudp64", "soupbintcp", "session", "segment"] {
+    for target in ["moldudp64", "soupbintcp", "session", "segment", "arbiter"] {
         eprintln!("xtask: fuzzing {target} for {seconds} s");
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root())
