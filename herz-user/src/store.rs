@@ -138,22 +138,7 @@ pub fn open(
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create journal directory {}", dir.display()))?;
     let lock = lock(dir)?;
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read journal directory {}", dir.display()))?
-    {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(first_seq) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(&format!(".{SUFFIX}")))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        found.push((first_seq, entry.path()));
-    }
-    found.sort();
+    let found = segment_files(dir)?;
     let mut existing: Vec<(u64, Box<dyn SegmentMemory>)> = Vec::with_capacity(found.len());
     let newest = found.last().map(|(s, _)| *s);
     for (first_seq, path) in found {

@@ -557,12 +557,15 @@ impl MoldReceiver {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let mut delivered = 0;
+            // One clock reading per wake-up: a datagram's arrival time needs no finer grain than
+            // the gap timers' (milliseconds).
+            let woke = Instant::now();
             // Bounded batches per socket so the gap timers below still run under a flood.
             for _ in 0..64 {
                 match self.data.recv_from(&mut self.buf) {
                     Ok((len, _)) => {
                         let dgram = &self.buf[..len];
-                        delivered += self.seq.on_datagram(Line::A, dgram, Instant::now(), &mut f);
+                        delivered += self.seq.on_datagram(Line::A, dgram, woke, &mut f);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -579,8 +582,7 @@ impl MoldReceiver {
                     match req.recv_from(&mut self.buf) {
                         Ok((len, _)) => {
                             let dgram = &self.buf[..len];
-                            let now = Instant::now();
-                            delivered += self.seq.on_datagram(Line::Recovery, dgram, now, &mut f);
+                            delivered += self.seq.on_datagram(Line::Recovery, dgram, woke, &mut f);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // The ICMP "port unreachable" of an earlier request (no server running

@@ -177,13 +177,7 @@ impl SoupSubscriber {
         timeout: Duration,
         options: SoupOptions,
     ) -> Result<Self, SoupClientError> {
-        Ok(SoupSubscriber {
-            conn: Conn::connect(addr, timeout, options)?,
-            logged_in: false,
-            session: Session::BLANK,
-            next_seq: 0,
-            ended: false,
-        })
+        Ok(Self::over(Conn::connect(addr, timeout, options)?))
     }
 
     /// Wraps a stream connected by the caller (e.g. from a chosen source address).
@@ -191,13 +185,17 @@ impl SoupSubscriber {
         stream: std::net::TcpStream,
         options: SoupOptions,
     ) -> Result<Self, SoupClientError> {
-        Ok(SoupSubscriber {
-            conn: Conn::from_stream(stream, options)?,
+        Ok(Self::over(Conn::from_stream(stream, options)?))
+    }
+
+    fn over(conn: Conn) -> Self {
+        SoupSubscriber {
+            conn,
             logged_in: false,
             session: Session::BLANK,
             next_seq: 0,
             ended: false,
-        })
+        }
     }
 
     /// Logs in. `session` may be [`Session::BLANK`] (the current session); `next_seq` is the

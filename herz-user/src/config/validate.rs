@@ -276,34 +276,17 @@ impl Config {
             }
         }
         let r = &self.rerequest;
-        for (rate_key, rate, burst_key, burst) in [
-            ("rerequest.rate", r.rate, "rerequest.burst", r.burst),
-            (
-                "rerequest.global_rate",
-                r.global_rate,
-                "rerequest.global_burst",
-                r.global_burst,
-            ),
-        ] {
-            use herz_common::{MAX_BURST, MAX_RATE};
-            if !(1..=MAX_RATE).contains(&rate) {
-                return Err(invalid(
-                    rate_key,
-                    format!("{rate}: must be between 1 and {MAX_RATE} messages per second"),
-                ));
-            }
-            if !(1..=MAX_BURST).contains(&burst) {
-                return Err(invalid(
-                    burst_key,
-                    format!("{burst}: must be between 1 and {MAX_BURST} messages"),
-                ));
-            }
-        }
-        if r.max_per_request == 0 {
-            return Err(invalid(
-                "rerequest.max_per_request",
-                "must be positive".into(),
-            ));
+        // The limiter checks its own fields; its names map back to this section's keys.
+        if let Err(e) = r.limits().validate() {
+            let key = match e.field {
+                "per_requester.per_sec" => "rerequest.rate",
+                "per_requester.burst" => "rerequest.burst",
+                "global.per_sec" => "rerequest.global_rate",
+                "global.burst" => "rerequest.global_burst",
+                "max_per_request" => "rerequest.max_per_request",
+                other => other,
+            };
+            return Err(invalid(key, format!("{}: {}", e.value, e.reason)));
         }
         if !(1..=MAX_AMPLIFICATION).contains(&r.max_amplification) {
             return Err(invalid(
@@ -332,5 +315,26 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl RerequestConfig {
+    /// The re-request server's limits as this section sets them (checked by [`Config::load`],
+    /// used by the server).
+    pub fn limits(&self) -> herz_core::engine::ratelimit::RequesterLimitsConfig {
+        use herz_core::engine::ratelimit::{RequesterLimitsConfig, TokenRate};
+        RequesterLimitsConfig {
+            per_requester: TokenRate {
+                per_sec: self.rate,
+                burst: self.burst,
+            },
+            global: Some(TokenRate {
+                per_sec: self.global_rate,
+                burst: self.global_burst,
+            }),
+            max_per_request: self.max_per_request,
+            max_requesters: 4096,
+            per_ip: self.per_ip,
+        }
     }
 }

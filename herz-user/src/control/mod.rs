@@ -65,9 +65,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 
 /// Reads the token file's first line.
 pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("control.token_file: cannot read {}", path.display()))?;
-    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    let token = crate::cli::secret_file(path).context("control.token_file")?;
     anyhow::ensure!(
         token.len() >= 16,
         "control.token_file: {}: the token must be at least 16 characters",

@@ -31,7 +31,7 @@ use std::{
 use herz_core::{
     engine::{
         journal::Journal,
-        ratelimit::{Decision, RequesterLimits, RequesterLimitsConfig, TokenRate},
+        ratelimit::{Decision, RequesterLimits},
     },
     protocol::moldudp64::{
         BLOCK_HEADER_LEN, DEFAULT_MAX_PACKET_LEN, HEADER_LEN, PacketBuilder, RequestPacket,
@@ -80,23 +80,8 @@ impl RerequestServer {
         now: u64,
     ) -> anyhow::Result<Self> {
         let sock = sock::udp_bound(config.listen)?;
-        let limits = RequesterLimits::new(
-            RequesterLimitsConfig {
-                per_requester: TokenRate {
-                    per_sec: config.rate,
-                    burst: config.burst,
-                },
-                global: Some(TokenRate {
-                    per_sec: config.global_rate,
-                    burst: config.global_burst,
-                }),
-                max_per_request: config.max_per_request,
-                max_requesters: 4096,
-                per_ip: config.per_ip,
-            },
-            now,
-        )
-        .map_err(|e| anyhow::anyhow!("rerequest: {e}"))?;
+        let limits = RequesterLimits::new(config.limits(), now)
+            .map_err(|e| anyhow::anyhow!("rerequest: {e}"))?;
         let allow = if config.allow.is_empty() {
             let local = herz_sys::ifaddrs::interface_addresses().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot list the interfaces' addresses");
