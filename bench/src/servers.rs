@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use serde_json::json;
 
 use crate::{
     pubs::{Load, SESSION},
@@ -51,7 +52,7 @@ pub struct HerzOpts {
     /// shares the bench's mounts (bpffs) and pins land where `herz stats` looks.
     pub netns: Option<&'static str>,
     /// The `[shield]` section; `None`: shield off.
-    pub shield: Option<String>,
+    pub shield: Option<serde_json::Value>,
     /// Subscriber and publisher ports (`None`: free ports of the bench's namespace).
     pub ports: Option<(u16, u16)>,
     /// A durable journal; `None`: the memory journal.
@@ -104,78 +105,53 @@ impl HerzDaemon {
         let sub_bind = SocketAddr::from((opts.bind, sub_port));
         let pub_bind = SocketAddr::from((opts.bind, pub_port));
         let rr_addr = SocketAddr::from((opts.bind, free_udp_port()));
-        let shield = opts
-            .shield
-            .clone()
-            .unwrap_or_else(|| "[shield]\nenabled = false\n".into());
         let max_messages = (load.n + 1024).max(65_536);
-        let journal_toml = match &opts.journal {
+        let mut journal = json!({ "session": SESSION, "max_messages": max_messages });
+        match &opts.journal {
             None => {
-                let max_bytes = (max_messages * load.size as u64 + (4 << 20)).max(16 << 20);
-                format!("max_bytes = {max_bytes}\n")
+                journal["max_bytes"] =
+                    json!((max_messages * load.size as u64 + (4 << 20)).max(16 << 20));
             }
             Some(j) => {
                 // A segment file is about 1.25 × its record bytes; each record is the message and
                 // a 4-byte CRC.
                 let records = max_messages * (load.size as u64 + 4);
                 let segments = records.div_ceil(j.segment_bytes) + 2;
-                format!(
-                    "dir = \"{}\"\nsegment_bytes = {}\nmax_bytes = {}\ndurability = \"{}\"\n",
-                    j.dir.display(),
-                    j.segment_bytes,
-                    segments * j.segment_bytes * 2,
-                    j.durability
-                )
+                journal["dir"] = json!(j.dir);
+                journal["segment_bytes"] = json!(j.segment_bytes);
+                journal["max_bytes"] = json!(segments * j.segment_bytes * 2);
+                journal["durability"] = json!(j.durability);
             }
-        };
-        let channel_toml = channel
-            .map(|c| {
-                format!(
-                    "[[channels]]\nname = \"bench\"\ngroup = \"{}\"\ninterface = \"127.0.0.1\"\nflush_us = {}\n",
-                    c.group, c.flush_us
-                )
-            })
-            .unwrap_or_default();
-        let toml = format!(
-            r#"# herz-bench: one run.
-[log]
-format = "json"
-
-{shield}
-
-[demo]
-enabled = false
-
-[state]
-dir = "{state}"
-
-[journal]
-session = "{SESSION}"
-max_messages = {max_messages}
-{journal_toml}
-[subscribers]
-listen = "{sub_bind}"
-max_lag = {max_messages}
-max_sessions = {max_sessions}
-
-[[subscribers.users]]
-name = "bench"
-password = "b3nch"
-
-[publishers]
-listen = "{pub_bind}"
-
-[[publishers.users]]
-name = "bpub"
-password = "bpub3r"
-
-[rerequest]
-listen = "{rr_addr}"
-
-{channel_toml}"#,
-            state = dir.join("state").display(),
-            max_sessions = subs + 16,
-        );
+        }
+        // Built as data and written by serde, not assembled as text: a key or value cannot be
+        // mistyped into another section.
+        let mut config = json!({
+            "log": { "format": "json" },
+            "shield": opts.shield.clone().unwrap_or_else(|| json!({ "enabled": false })),
+            "demo": { "enabled": false },
+            "state": { "dir": dir.join("state") },
+            "journal": journal,
+            "subscribers": {
+                "listen": sub_bind,
+                "max_lag": max_messages,
+                "max_sessions": subs + 16,
+                "users": [{ "name": "bench", "password": "b3nch" }],
+            },
+            "publishers": {
+                "listen": pub_bind,
+                "users": [{ "name": "bpub", "password": "bpub3r" }],
+            },
+            "rerequest": { "listen": rr_addr },
+        });
+        if let Some(c) = channel {
+            config["channels"] = json!([{
+                "name": "bench",
+                "group": c.group,
+                "interface": "127.0.0.1",
+                "flush_us": c.flush_us,
+            }]);
+        }
+        let toml = toml::to_string(&toml::Value::try_from(&config)?)?;
         let config = dir.join("herz.toml");
         fs::write(&config, toml)?;
         let log = dir.join("herz.log");

@@ -264,31 +264,20 @@ fn herz_stats(herz: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn shield_toml(p: &Policy) -> String {
-    format!(
-        r#"[shield]
-enabled = true
-required = true
-interfaces = ["{a}", "{c}"]
-pin_path = "{PIN_PATH}"
-syn_rate = {}
-syn_burst = {}
-max_half_open = {}
-autoblock_after = {}
-autoblock_window_ms = {}
-global_syn_rate = {}
-global_syn_burst = {}
-"#,
-        p.syn_rate,
-        p.syn_burst,
-        p.max_half_open,
-        p.autoblock_after,
-        p.autoblock_window_ms,
-        p.global_syn_rate,
-        p.global_syn_burst,
-        a = topo::IF_VICTIM_A,
-        c = topo::IF_VICTIM_C,
-    )
+fn shield_config(p: &Policy) -> serde_json::Value {
+    serde_json::json!({
+        "enabled": true,
+        "required": true,
+        "interfaces": [topo::IF_VICTIM_A, topo::IF_VICTIM_C],
+        "pin_path": PIN_PATH,
+        "syn_rate": p.syn_rate,
+        "syn_burst": p.syn_burst,
+        "max_half_open": p.max_half_open,
+        "autoblock_after": p.autoblock_after,
+        "autoblock_window_ms": p.autoblock_window_ms,
+        "global_syn_rate": p.global_syn_rate,
+        "global_syn_burst": p.global_syn_burst,
+    })
 }
 
 fn victim_opts(defense: Defense, policy: &Policy) -> HerzOpts {
@@ -296,7 +285,7 @@ fn victim_opts(defense: Defense, policy: &Policy) -> HerzOpts {
         bind: Ipv4Addr::UNSPECIFIED,
         connect: topo::VICTIM_C,
         netns: Some(topo::NS_VICTIM),
-        shield: (defense == Defense::Herz).then(|| shield_toml(policy)),
+        shield: (defense == Defense::Herz).then(|| shield_config(policy)),
         ports: None,
         journal: None,
     }
